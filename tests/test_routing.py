@@ -16,7 +16,6 @@ from erpjax.routing import (
     load_router,
     route,
     save_router,
-    sweep,
 )
 
 
@@ -92,12 +91,13 @@ def test_budget_mode_meets_the_budget_and_is_least_restrictive():
     cost_weight_for_budget(pred, costs, 0.5)
 
 
-def test_sweep_cost_falls_as_lambda_grows():
+def test_cost_falls_over_the_lambda_grid_to_the_cheapest_llm():
   x, y, costs = _problem()
   router = fit_router(x, y, costs, llms=("a", "b", "c", "d"), encoder="enc", reward_model="rm")
   pred = np.asarray(router.predict(x))
-  points = sweep(pred, costs, cost_weight_grid(pred, costs, num=30))
-  mean_costs = [p.mean_cost for p in points]
+  grid = cost_weight_grid(pred, costs, num=30)
+  mean_costs = [costs[np.asarray(route(pred, costs, w))].mean() for w in grid]
+  assert grid[0] == 0.0
   assert all(a >= b for a, b in zip(mean_costs, mean_costs[1:]))
   assert mean_costs[-1] == costs.min()
 

@@ -3,10 +3,4 @@
 from erpjax.routing._checkpoint import RouterCheckpointError, load_router, save_router
 from erpjax.routing._ridge import fit_ridge, fit_ridge_head
 from erpjax.routing._router import ERPRouter, RouterSpec, add_llm, fit_router, route
-from erpjax.routing._sweep import (
-    SweepPoint,
-    cost_weight_for_budget,
-    cost_weight_grid,
-    max_useful_cost_weight,
-    sweep,
-)
+from erpjax.routing._sweep import cost_weight_for_budget, cost_weight_grid, max_useful_cost_weight

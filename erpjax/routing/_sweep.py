@@ -1,22 +1,10 @@
-"""Cost-aware routing over a range of cost weights lambda, and budget-constrained routing."""
+"""Choosing the cost weight lambda: the useful range of lambdas, and the lambda that meets a budget."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 
 from erpjax.routing._router import route
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepPoint:
-  """Routing at one cost weight: choice [N] int, and mean cost and predicted reward per prompt."""
-
-  cost_weight: float
-  choice: np.ndarray
-  mean_cost: float
-  mean_predicted_reward: float
 
 
 def max_useful_cost_weight(predicted: np.ndarray, costs: np.ndarray) -> float:
@@ -39,28 +27,6 @@ def cost_weight_grid(predicted: np.ndarray, costs: np.ndarray, num: int = 50) ->
   if top == 0.0:
     return np.zeros(1)
   return np.concatenate([[0.0], np.geomspace(top * 1e-4, top * 1.01, num - 1)])
-
-
-def sweep(predicted: np.ndarray, costs: np.ndarray, cost_weights: np.ndarray) -> list[SweepPoint]:
-  """Routes every prompt at each lambda.
-
-  Args:
-    predicted: [N, M] predicted expected rewards.
-    costs: [M] routing costs.
-    cost_weights: [L] lambdas.
-  """
-  points = []
-  for cost_weight in np.asarray(cost_weights, np.float64):
-    choice = np.asarray(route(predicted, costs, cost_weight))
-    points.append(
-        SweepPoint(
-            cost_weight=float(cost_weight),
-            choice=choice,
-            mean_cost=float(costs[choice].mean()),
-            mean_predicted_reward=float(np.take_along_axis(predicted, choice[:, None], 1).mean()),
-        )
-    )
-  return points
 
 
 def cost_weight_for_budget(
