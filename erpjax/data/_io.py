@@ -1,0 +1,376 @@
+"""A `RoutingDataset` on disk: a folder of three tables, each JSONL or Parquet.
+
+    <folder>/prompts.{jsonl,parquet}   prompt_id: str, text: str, category: str | null
+    <folder>/llms.{jsonl,parquet}      llm: str, cost: float (routing cost c_i, US$ per call)
+    <folder>/samples.{jsonl,parquet}   prompt_id, llm, reward_model (default "reward"),
+                                       reward: float, cost: float | null, response: str | null
+    <folder>/dataset.json              optional: {"name", "notes", "reward_models"}
+
+docs/data_format.md is the full description. Every problem found while reading raises a
+`DataError` naming the file, the 1-based data row (the line number for JSONL) and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from erpjax.data._errors import DataError
+from erpjax.data._schema import RewardSamples, RoutingDataset
+
+FORMATS = ("parquet", "jsonl")
+META_FILE = "dataset.json"
+DEFAULT_REWARD_MODEL = "reward"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Field:
+  """A column: its kind ("str" or "float"), whether it may be absent, and whether it may be null."""
+
+  name: str
+  kind: str
+  required: bool = True
+  nullable: bool = False
+  default: str | None = None
+
+
+_TABLES = {
+    "prompts": (
+        _Field("prompt_id", "str"),
+        _Field("text", "str"),
+        _Field("category", "str", required=False, nullable=True),
+    ),
+    "llms": (_Field("llm", "str"), _Field("cost", "float")),
+    "samples": (
+        _Field("prompt_id", "str"),
+        _Field("llm", "str"),
+        _Field("reward_model", "str", required=False, default=DEFAULT_REWARD_MODEL),
+        _Field("reward", "float"),
+        _Field("cost", "float", required=False, nullable=True),
+        _Field("response", "str", required=False, nullable=True),
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Table:
+  """One table read from `path`: columns as Arrow arrays, and the file row of each data row."""
+
+  path: pathlib.Path
+  columns: dict[str, pa.ChunkedArray]
+  rows: np.ndarray  # [n] 1-based row (line number for JSONL) of each data row
+
+  def error(self, message: str, index: int | None = None, field: str | None = None) -> DataError:
+    row = None if index is None else int(self.rows[index])
+    return DataError(message, file=self.path, row=row, field=field)
+
+
+# Reading.
+
+
+def read_dataset(folder: str | os.PathLike[str], name: str | None = None) -> RoutingDataset:
+  """Reads and validates the dataset in `folder` (see the module docstring for the layout).
+
+  Args:
+    folder: the dataset folder.
+    name: the dataset's name; defaults to the one in dataset.json, else the folder's name.
+
+  Raises:
+    DataError: a table is missing or malformed; the message names file, row and field.
+  """
+  folder = pathlib.Path(folder)
+  meta = _read_meta(folder / META_FILE)
+  prompts, llms, samples = (_read_table(folder, table) for table in _TABLES)
+
+  prompt_ids = _strings(prompts, "prompt_id")
+  _check_unique(prompts, "prompt_id", prompt_ids)
+  texts = _strings(prompts, "text")
+  empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(prompts.columns["text"])), 0)
+  if (bad := _first(empty)) is not None:
+    raise prompts.error("empty prompt text", bad, "text")
+  llm_names = _strings(llms, "llm")
+  _check_unique(llms, "llm", llm_names)
+  costs = _floats(llms, "cost", nonnegative=True)
+
+  if meta.get("reward_models") is not None:
+    reward_models = meta["reward_models"]
+  else:  # In order of first appearance; pc.unique keeps that order.
+    reward_models = pc.unique(samples.columns["reward_model"]).to_pylist()
+  sample_cost = _floats(samples, "cost", nonnegative=True)
+  response = None
+  if samples.columns["response"].null_count < len(samples.rows):
+    response = tuple(samples.columns["response"].to_pylist())
+  return RoutingDataset(
+      name=name or meta.get("name") or folder.name,
+      prompt_ids=tuple(prompt_ids),
+      prompts=tuple(texts),
+      categories=tuple(prompts.columns["category"].to_pylist()),
+      llms=tuple(llm_names),
+      costs=costs,
+      reward_models=tuple(reward_models),
+      samples=RewardSamples(
+          prompt_index=_index_in(samples, "prompt_id", prompt_ids, prompts.path),
+          llm_index=_index_in(samples, "llm", llm_names, llms.path),
+          reward_model_index=_index_in(
+              samples, "reward_model", reward_models, folder / META_FILE
+          ),
+          reward=_floats(samples, "reward"),
+          cost=sample_cost,
+          response=response,
+      ),
+      notes=tuple(meta.get("notes", ())),
+  )
+
+
+def _read_meta(path: pathlib.Path) -> dict:
+  if not path.exists():
+    return {}
+  try:
+    meta = json.loads(path.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise DataError(f"not valid JSON: {e.msg}", file=path, row=e.lineno) from e
+  if not isinstance(meta, dict):
+    raise DataError("expected a JSON object", file=path)
+  if not isinstance(meta.get("name", ""), str):
+    raise DataError("expected a string", file=path, field="name")
+  for key in ("notes", "reward_models"):
+    value = meta.get(key, [])
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+      raise DataError("expected a list of strings", file=path, field=key)
+  return meta
+
+
+def _read_table(folder: pathlib.Path, table: str) -> _Table:
+  paths = [folder / f"{table}.{fmt}" for fmt in FORMATS]
+  found = [path for path in paths if path.exists()]
+  if not found:
+    raise DataError(f"missing table {table!r} (expected {table}.parquet or {table}.jsonl)",
+                    file=folder)
+  if len(found) > 1:
+    raise DataError(f"table {table!r} exists as both Parquet and JSONL; keep one", file=found[0])
+  path = found[0]
+  fields = _TABLES[table]
+  return _read_parquet(path, fields) if path.suffix == ".parquet" else _read_jsonl(path, fields)
+
+
+def _read_jsonl(path: pathlib.Path, fields: tuple[_Field, ...]) -> _Table:
+  values: dict[str, list] = {field.name: [] for field in fields}
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for row, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON: {e.msg} (column {e.colno})", file=path, row=row) from e
+      if not isinstance(record, dict):
+        raise DataError(f"expected a JSON object, found {type(record).__name__}",
+                        file=path, row=row)
+      for field in fields:
+        if field.name not in record:
+          if field.required:
+            raise DataError("missing required field", file=path, row=row, field=field.name)
+          value = field.default
+        else:
+          value = record[field.name]
+        if value is None and not field.nullable:
+          raise DataError("missing required field (null)", file=path, row=row, field=field.name)
+        if not _is_kind(value, field):
+          raise DataError(
+              f"expected {_describe(field)}, found {type(value).__name__} {value!r:.40}",
+              file=path, row=row, field=field.name,
+          )
+        values[field.name].append(value)
+      rows.append(row)
+  arrow_type = {"str": pa.string(), "float": pa.float64()}
+  columns = {
+      field.name: pa.chunked_array([pa.array(values[field.name], arrow_type[field.kind])])
+      for field in fields
+  }
+  return _Table(path, columns, np.asarray(rows, np.int64))
+
+
+def _is_kind(value, field: _Field) -> bool:
+  if value is None:
+    return True
+  if field.kind == "str":
+    return isinstance(value, str)
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _describe(field: _Field) -> str:
+  kind = "a string" if field.kind == "str" else "a number"
+  return f"{kind} or null" if field.nullable else kind
+
+
+def _read_parquet(path: pathlib.Path, fields: tuple[_Field, ...]) -> _Table:
+  try:
+    table = pq.read_table(path)
+  except (pa.ArrowException, OSError) as e:
+    raise DataError(f"not a readable Parquet file: {e}", file=path) from e
+  n = table.num_rows
+  columns = {}
+  for field in fields:
+    if field.name not in table.column_names:
+      if field.required:
+        raise DataError("missing required column", file=path, field=field.name)
+      default = pa.scalar(field.default, _arrow_type(field))
+      columns[field.name] = pa.chunked_array([pa.repeat(default, n)])
+      continue
+    column = table.column(field.name)
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+      column, kind = column.cast(kind.value_type), kind.value_type
+    ok = (
+        pa.types.is_null(kind)
+        or (field.kind == "str" and (pa.types.is_string(kind) or pa.types.is_large_string(kind)))
+        or (field.kind == "float" and (pa.types.is_integer(kind) or pa.types.is_floating(kind)))
+    )
+    if not ok:
+      raise DataError(f"expected {_describe(field)} column, found type {kind}",
+                      file=path, field=field.name)
+    columns[field.name] = column.cast(_arrow_type(field))
+  result = _Table(path, columns, np.arange(1, n + 1, dtype=np.int64))
+  for field in fields:
+    if not field.nullable and (bad := _first(pc.is_null(columns[field.name]))) is not None:
+      raise result.error("missing required field (null)", bad, field.name)
+  return result
+
+
+def _arrow_type(field: _Field) -> pa.DataType:
+  return pa.string() if field.kind == "str" else pa.float64()
+
+
+def _first(mask: pa.ChunkedArray | np.ndarray) -> int | None:
+  """The index of the first true entry of a boolean mask, or None."""
+  if isinstance(mask, pa.ChunkedArray):
+    mask = mask.to_numpy()
+  hits = np.flatnonzero(mask)
+  return int(hits[0]) if len(hits) else None
+
+
+def _strings(table: _Table, field: str) -> list[str]:
+  return table.columns[field].to_pylist()
+
+
+def _floats(table: _Table, field: str, *, nonnegative: bool = False) -> np.ndarray:
+  """[n] float64 values of a numeric column, nulls as NaN; NaN, inf and negatives are errors."""
+  column = table.columns[field]
+  null = pc.is_null(column).to_numpy()
+  values = np.where(null, np.nan, column.to_numpy())
+  if (bad := _first(~null & ~np.isfinite(values))) is not None:
+    raise table.error(f"{field} is {values[bad]} (must be finite)", bad, field)
+  if nonnegative and (bad := _first(~null & (values < 0))) is not None:
+    raise table.error(f"{field} is {values[bad]} (must not be negative)", bad, field)
+  return values
+
+
+def _check_unique(table: _Table, field: str, values: list[str]) -> None:
+  first: dict[str, int] = {}
+  for index, value in enumerate(values):
+    if value in first:
+      raise table.error(
+          f"duplicate {field} {value!r} (first at row {int(table.rows[first[value]])})",
+          index, field,
+      )
+    first[value] = index
+
+
+def _index_in(
+    table: _Table, field: str, declared: list[str], declared_in: pathlib.Path
+) -> np.ndarray:
+  """[n] int32 position of each value of `field` in `declared`; undeclared values are errors."""
+  index = pc.index_in(table.columns[field], value_set=pa.array(declared, pa.string()))
+  if (bad := _first(pc.is_null(index))) is not None:
+    value = table.columns[field][bad].as_py()
+    raise table.error(f"{field} {value!r} is not declared in {declared_in.name}", bad, field)
+  return index.to_numpy().astype(np.int32)
+
+
+# Writing.
+
+
+def write_dataset(
+    dataset: RoutingDataset, folder: str | os.PathLike[str], format: str = "parquet"
+) -> pathlib.Path:
+  """Writes `dataset` to `folder` as three tables in `format` ("parquet" or "jsonl").
+
+  The tables are first written to a temporary folder next to `folder`. A new `folder` then
+  appears at once (one rename); in an existing folder each file is replaced atomically, and the
+  other format's copies of the tables are removed so that the folder never holds both.
+
+  Returns:
+    The folder.
+  """
+  if format not in FORMATS:
+    raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+  folder = pathlib.Path(folder)
+  tables = _to_tables(dataset)
+  folder.parent.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+  try:
+    for table, data in tables.items():
+      _write_table(data, staging / f"{table}.{format}")
+    meta = {"name": dataset.name, "notes": list(dataset.notes),
+            "reward_models": list(dataset.reward_models)}
+    (staging / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    if not folder.exists():
+      os.replace(staging, folder)
+      return folder
+    for path in staging.iterdir():
+      os.replace(path, folder / path.name)
+    for table in tables:
+      for other in FORMATS:
+        if other != format:
+          (folder / f"{table}.{other}").unlink(missing_ok=True)
+    return folder
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _to_tables(dataset: RoutingDataset) -> dict[str, pa.Table]:
+  s = dataset.samples
+
+  def names(values: tuple[str, ...], index: np.ndarray) -> pa.Array:
+    return pa.array(values, pa.string()).take(pa.array(index, pa.int32()))
+
+  samples = {
+      "prompt_id": names(dataset.prompt_ids, s.prompt_index),
+      "llm": names(dataset.llms, s.llm_index),
+      "reward_model": names(dataset.reward_models, s.reward_model_index),
+      "reward": pa.array(s.reward, pa.float64()),
+      "cost": pa.array(s.cost, pa.float64(), mask=np.isnan(s.cost)),  # NaN = unknown = null
+  }
+  if s.response is not None:
+    samples["response"] = pa.array(s.response, pa.string())
+  return {
+      "prompts": pa.table({
+          "prompt_id": pa.array(dataset.prompt_ids, pa.string()),
+          "text": pa.array(dataset.prompts, pa.string()),
+          "category": pa.array(dataset.categories, pa.string()),
+      }),
+      "llms": pa.table({
+          "llm": pa.array(dataset.llms, pa.string()),
+          "cost": pa.array(dataset.costs, pa.float64()),
+      }),
+      "samples": pa.table(samples),
+  }
+
+
+def _write_table(table: pa.Table, path: pathlib.Path) -> None:
+  if path.suffix == ".parquet":
+    pq.write_table(table, path)
+    return
+  with open(path, "w", encoding="utf-8") as f:
+    for record in table.to_pylist():
+      f.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
