@@ -70,3 +70,15 @@ def estimate_expected_rewards(dataset: RoutingDataset) -> ExpectedRewards:
       standard_error=standard_error.reshape(shape),
       count=count.reshape(shape),
   )
+
+
+def mean_call_costs(dataset: RoutingDataset) -> np.ndarray:
+  """[N, M] mean observed cost of one call per (prompt, LLM); NaN where no sample has a cost."""
+  s = dataset.samples
+  known = np.isfinite(s.cost)
+  cell = s.prompt_index[known].astype(np.int64) * dataset.num_llms + s.llm_index[known]
+  size = dataset.num_prompts * dataset.num_llms
+  count = np.bincount(cell, minlength=size)
+  total = np.bincount(cell, weights=s.cost[known], minlength=size)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(count > 0, total / count, np.nan).reshape(dataset.num_prompts, -1)

@@ -87,16 +87,16 @@ def _prompts(rng: np.random.Generator, n: int) -> tuple[list[str], list[str], np
   return texts, categories, difficulty
 
 
-def _split(rng, name, n, k, noise, id_offset):
-  texts, categories, difficulty = _prompts(rng, n)
+def _split(prompt_rng, noise_rng, name, n, k, noise, id_offset):
+  texts, categories, difficulty = _prompts(prompt_rng, n)
   skill = np.array([llm[2] for llm in _LLMS])  # [M, C]
   sensitivity = np.array([llm[3] for llm in _LLMS])  # [M]
   category_index = np.array([CATEGORIES.index(c) for c in categories])
-  quirk = rng.normal(scale=0.1, size=(n, len(_LLMS)))
+  quirk = prompt_rng.normal(scale=0.1, size=(n, len(_LLMS)))
   true = skill[:, category_index].T - difficulty[:, None] * sensitivity[None, :] + quirk  # [N, M]
   prompt_index = np.repeat(np.arange(n), len(_LLMS) * k)
   llm_index = np.tile(np.repeat(np.arange(len(_LLMS)), k), n)
-  reward = true[prompt_index, llm_index] + rng.normal(scale=noise, size=len(prompt_index))
+  reward = true[prompt_index, llm_index] + noise_rng.normal(scale=noise, size=len(prompt_index))
   costs = np.array([llm[1] for llm in _LLMS])
   dataset = RoutingDataset(
       name=f"synthetic/{name}",
@@ -121,11 +121,16 @@ def make_synthetic_benchmark(
     num_train, num_test: prompts per split.
     samples_per_prompt: K, the responses sampled per prompt and LLM.
     noise: standard deviation of one sample's reward around the expected reward.
-    seed: everything (prompts, quirks, noise) is a function of the seed.
+    seed: everything (prompts, quirks, noise) is a function of the seed; prompts and true
+      expected rewards do not depend on K or the noise level.
   """
   if samples_per_prompt < 1:
     raise ValueError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
-  rng = np.random.default_rng(seed)
-  train, train_true = _split(rng, "train", num_train, samples_per_prompt, noise, 0)
-  test, test_true = _split(rng, "test", num_test, samples_per_prompt, noise, num_train)
+  # Prompts and true expected rewards come from one stream and sample noise from another, so
+  # changing K changes only the samples, never the prompts.
+  prompt_rng = np.random.default_rng([seed, 0])
+  noise_rng = np.random.default_rng([seed, 1])
+  train, train_true = _split(prompt_rng, noise_rng, "train", num_train, samples_per_prompt, noise, 0)
+  test, test_true = _split(prompt_rng, noise_rng, "test", num_test, samples_per_prompt, noise,
+                           num_train)
   return SyntheticBenchmark(train=train, test=test, train_true=train_true, test_true=test_true)
