@@ -10,3 +10,6 @@ from erpjax.data._io import read_dataset, write_dataset
 # Train/test overlap and prompt text handling.
 from erpjax.data._splits import Overlap, drop_overlap, find_overlap
 from erpjax.data._text import keep_tail, normalize_text, shared_prefix, strip_prefix
+
+# Real-data adapters.
+from erpjax.data._routerbench import load_routerbench
