@@ -1,0 +1,195 @@
+"""Encoder reward models (DeBERTa-v2/v3, BERT, RoBERTa) against transformers, on tiny random models.
+
+Each PyTorch `*ForSequenceClassification` is built with a fixed seed, its weights spread out (so
+that biases, norms and relative terms all matter), saved as safetensors and loaded through the
+erpjax registry. The reference score of a sequence is transformers' on that sequence alone; erpjax
+must match it with right padding, left padding and two sequences packed in one row.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from erpjax.models import deberta  # noqa: E402
+from erpjax.models._registry import load_reward_model  # noqa: E402
+
+ATOL = 1e-4
+# Mixed lengths; the longest exceeds the tiny DeBERTa's bucketed span so relative distances clip.
+LENGTHS = (21, 6, 13, 2)
+VOCAB = 128
+
+
+def _torch_model(architecture: str, config: dict, seed: int = 0):
+  torch.manual_seed(seed)
+  model_cls = getattr(transformers, architecture)
+  config_cls = model_cls.config_class
+  model = model_cls(config_cls(**config)).eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      # Default init leaves LayerNorms at 1/0 and biases at 0: spread every tensor so a
+      # mis-mapped or mis-transposed one cannot go unnoticed.
+      base = 1.0 if name.endswith("LayerNorm.weight") else 0.0
+      p.copy_(base + 0.1 * torch.randn_like(p))
+  return model
+
+
+def _sequences(rng: np.random.Generator, lengths=LENGTHS) -> list[np.ndarray]:
+  # Ids from 3 up: 0-2 are pad/CLS/SEP in the tiny configs, which does not matter to the math.
+  return [rng.integers(3, VOCAB, size=n, dtype=np.int32) for n in lengths]
+
+
+def _reference(model, seqs, types=None) -> np.ndarray:
+  """transformers' score of each sequence alone (no padding): float[len(seqs), L]."""
+  out = []
+  with torch.no_grad():
+    for i, seq in enumerate(seqs):
+      kwargs = {}
+      if types is not None:
+        kwargs["token_type_ids"] = torch.tensor(types[i][None], dtype=torch.long)
+      out.append(model(torch.tensor(seq[None], dtype=torch.long), **kwargs).logits[0].numpy())
+  return np.stack(out)
+
+
+def _pad_batch(seqs, side: str, types=None, pad_id: int = 0):
+  """Interface arrays for one sequence per row, padded on `side`."""
+  t = max(len(s) for s in seqs)
+  b = len(seqs)
+  tokens = np.full((b, t), pad_id, np.int32)
+  segments = np.zeros((b, t), np.int32)
+  positions = np.zeros((b, t), np.int32)
+  token_types = np.zeros((b, t), np.int32)
+  first = np.zeros((b, 1), np.int32)
+  for i, s in enumerate(seqs):
+    start = 0 if side == "right" else t - len(s)
+    span = slice(start, start + len(s))
+    tokens[i, span] = s
+    segments[i, span] = 1
+    positions[i, span] = np.arange(len(s))
+    if types is not None:
+      token_types[i, span] = types[i]
+    first[i, 0] = start
+  return tokens, segments, positions, first, token_types
+
+
+def _pack(pairs, types=None, pad_id: int = 0):
+  """Two sequences per row, right-padded: segment ids 1 and 2, positions restarting."""
+  t = max(len(a) + len(b) for a, b in pairs) + 3  # trailing padding too
+  n = len(pairs)
+  tokens = np.full((n, t), pad_id, np.int32)
+  segments = np.zeros((n, t), np.int32)
+  positions = np.zeros((n, t), np.int32)
+  token_types = np.zeros((n, t), np.int32)
+  first = np.zeros((n, 2), np.int32)
+  for row, pair in enumerate(pairs):
+    start = 0
+    for seg, s in enumerate(pair):
+      span = slice(start, start + len(s))
+      tokens[row, span] = s
+      segments[row, span] = seg + 1
+      positions[row, span] = np.arange(len(s))
+      if types is not None:
+        token_types[row, span] = types[row][seg]
+      first[row, seg] = start
+      start += len(s)
+  return tokens, segments, positions, first, token_types
+
+
+@nnx.jit
+def _score(model, tokens, segments, positions, first, token_types):
+  return model(tokens, segments, positions, first, token_types)
+
+
+def _check_model(model, ref, seqs, types=None):
+  """Right/left padded and packed erpjax scores against the per-sequence reference."""
+  assert np.ptp(ref[:, 0]) > 1e-2, "reference scores barely differ: the test would be weak"
+  for side in ("right", "left"):
+    got = np.asarray(_score(model, *map(jnp.asarray, _pad_batch(seqs, side, types))))[:, 0]
+    np.testing.assert_allclose(got, ref, atol=ATOL, rtol=0, err_msg=f"{side} padding")
+  # Pair sequence i with i+2: every row holds two sequences of different lengths.
+  half = len(seqs) // 2
+  pairs = [(seqs[i], seqs[i + half]) for i in range(half)]
+  pair_types = None if types is None else [(types[i], types[i + half]) for i in range(half)]
+  got = np.asarray(_score(model, *map(jnp.asarray, _pack(pairs, pair_types))))
+  want = np.stack([ref[:half], ref[half:]], axis=1)
+  np.testing.assert_allclose(got, want, atol=ATOL, rtol=0, err_msg="packed")
+
+
+# ------------------------------------------------------------------------------------------------
+# DeBERTa-v2/v3.
+
+_DEBERTA_BASE = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=128, num_labels=1, hidden_act="gelu", pad_token_id=0)
+DEBERTA_CONFIGS = {
+    # OpenAssistant/reward-model-deberta-v3-large-v2's options, tiny sizes.
+    "v3": dict(_DEBERTA_BASE, relative_attention=True, position_buckets=8,
+               max_relative_positions=16, max_position_embeddings=32, pos_att_type=["p2c", "c2p"],
+               share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False,
+               type_vocab_size=0, layer_norm_eps=1e-7),
+    # Older v2 style: absolute positions too, no buckets, separate position projections, token
+    # types, a narrower embedding projected up, only c2p.
+    "v2_legacy": dict(_DEBERTA_BASE, relative_attention=True, max_relative_positions=-1,
+                      max_position_embeddings=24, pos_att_type="c2p", share_att_key=False,
+                      position_biased_input=True, type_vocab_size=2, embedding_size=32,
+                      pooler_hidden_act="tanh", hidden_act="gelu_new", layer_norm_eps=1e-5),
+    # Only p2c with separate projections (the other relative term and scale factor 2).
+    "p2c_only": dict(_DEBERTA_BASE, relative_attention=True, position_buckets=8,
+                     max_relative_positions=16, max_position_embeddings=32, pos_att_type=["p2c"],
+                     share_att_key=False, position_biased_input=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEBERTA_CONFIGS))
+def test_deberta_matches_transformers(name, tmp_path):
+  hf_config = DEBERTA_CONFIGS[name]
+  torch_model = _torch_model("DebertaV2ForSequenceClassification", hf_config)
+  torch_model.save_pretrained(tmp_path, safe_serialization=True)
+  model = load_reward_model(tmp_path)
+  assert isinstance(model, deberta.DebertaV2ForSequenceClassification)
+
+  rng = np.random.default_rng(1)
+  seqs = _sequences(rng)
+  types = None
+  if hf_config.get("type_vocab_size"):
+    # A text pair: type 0 for the first half of each sequence, 1 for the rest.
+    types = [(np.arange(len(s)) >= len(s) // 2).astype(np.int32) for s in seqs]
+  _check_model(model, _reference(torch_model, seqs, types), seqs, types)
+
+
+def test_log_buckets_match_transformers():
+  from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
+
+  relative = np.arange(-700, 701)
+  want = make_log_bucket_position(torch.tensor(relative), 256, 512).numpy()
+  got = deberta.log_bucket_position(jnp.asarray(relative, jnp.int32), 256, 512)
+  np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_deberta_v3_large_preset_has_435m_params():
+  abstract = nnx.eval_shape(
+      lambda: deberta.DebertaV2ForSequenceClassification(deberta.DEBERTA_V3_LARGE,
+                                                         rngs=nnx.Rngs(0)))
+  count = sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+  assert 434e6 < count < 436e6
+
+
+def test_deberta_config_from_hf_and_rejections():
+  v3 = deberta.DebertaV2Config.from_hf_config(dict(
+      vocab_size=128100, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+      intermediate_size=4096, relative_attention=True, position_buckets=256,
+      max_relative_positions=-1, max_position_embeddings=512, pos_att_type="p2c|c2p",
+      share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False,
+      type_vocab_size=0, id2label={"0": "LABEL_0"}))
+  assert v3 == deberta.DEBERTA_V3_LARGE
+  with pytest.raises(ValueError, match="conv_kernel_size"):
+    deberta.DebertaV2Config.from_hf_config(dict(DEBERTA_CONFIGS["v3"], conv_kernel_size=3))
+  with pytest.raises(ValueError, match="pos_att_type"):
+    deberta.DebertaV2Config.from_hf_config(dict(DEBERTA_CONFIGS["v3"], pos_att_type=["p2p"]))
+  with pytest.raises(ValueError, match="order-blind"):
+    deberta.DebertaV2Config.from_hf_config(dict(DEBERTA_CONFIGS["v3"], relative_attention=False))
