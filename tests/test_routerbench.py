@@ -120,7 +120,7 @@ def test_test_split_uses_train_prefix_and_costs(toy):
   np.testing.assert_allclose(ds.samples.cost[:2], [0.005, 0.05])
   notes = " ".join(ds.notes)
   assert "1 prompts do not start with it" in notes
-  assert "1 test prompts also occur in train" in notes
+  assert "1 of 3 test prompts also occur in train" in notes
   deduped = load_routerbench("test", toy, tasks=["arc_challenge"], dedupe=True)
   assert deduped.prompt_ids == ("t1", "t2")
 
@@ -221,7 +221,7 @@ def test_real_notes(splits):
   notes = " | ".join(test.notes)
   assert "arc_challenge_test.csv: 1 rows repeat the sample_id" in notes
   assert "arc_challenge_test.csv: 6 of 444 prompts lack a score" in notes
-  assert "2 test prompts also occur in train" in notes
+  assert "2 of 946 test prompts also occur in train" in notes
   assert "do not start with it" not in notes
 
 
@@ -244,4 +244,4 @@ def test_real_dedupe():
   assert ds.num_prompts == 126
   kept = load_routerbench("test", tasks=["arc_challenge"], incomplete="keep")
   # The six sample_ids whose two rows sit in different splits make train/test overlap.
-  assert "6 test prompts also occur in train" in " ".join(kept.notes)
+  assert "6 of 444 test prompts also occur in train" in " ".join(kept.notes)

@@ -21,7 +21,6 @@ logged):
 from __future__ import annotations
 
 import ast
-import collections
 import csv
 import dataclasses
 import logging
@@ -36,7 +35,7 @@ import numpy as np
 from erpjax import paths
 from erpjax.data._errors import DataError
 from erpjax.data._schema import RewardSamples, RoutingDataset
-from erpjax.data._splits import overlap_of_texts
+from erpjax.data._splits import overlap_of_texts, resolve_overlap
 from erpjax.data._text import keep_tail, shared_prefix, strip_prefix
 
 TASKS = ("arc_challenge", "mbpp", "winograde")
@@ -131,26 +130,23 @@ def load_routerbench(
         "routing costs c_i: each LLM's mean observed US$ per call over the "
         f"{sum(len(file.ids) for file in kept_train)} train prompts of {', '.join(tasks)}"
     )
-  dataset = _assemble(f"routerbench_subset/{split}", kept, texts, models, costs)
+  dataset = _assemble(f"routerbench_subset/{split}", kept, texts, models, costs, notes)
   if split == "test":
-    originals = [text for file in kept for text in file.texts]
-    overlap = overlap_of_texts([text for file in kept_train for text in file.texts], originals)
-    if len(overlap):
-      shared = collections.Counter(dataset.categories[i] for i in overlap.test_rows)
-      notes.append(
-          f"{len(overlap)} test prompts also occur in train (same normalized text; by task: "
-          f"{dict(shared)}); {'dropped (dedupe=True)' if dedupe else 'kept (dedupe=False)'}"
-      )
-      if dedupe:
-        keep = np.ones(dataset.num_prompts, bool)
-        keep[overlap.test_rows] = False
-        dataset = dataset.select_prompts(keep)
+    dataset = resolve_overlap(
+        dataset,
+        overlap_of_texts(
+            [text for file in kept_train for text in file.texts],
+            [text for file in kept for text in file.texts],  # before the prefix is handled
+        ),
+        dedupe=dedupe,
+    )
   duplicates = dataset.num_prompts - len(set(dataset.prompts))
   if duplicates:
-    notes.append(f"{duplicates} prompts have the same text as another prompt of this split")
-  for note in notes:
-    _log.warning("routerbench_subset/%s: %s", split, note)
-  return dataclasses.replace(dataset, notes=tuple(notes))
+    dataset = dataclasses.replace(dataset, notes=dataset.notes + (
+        f"{duplicates} prompts have the same text as another prompt of this split",))
+  for note in dataset.notes:
+    _log.warning("%s: %s", dataset.name, note)
+  return dataset
 
 
 def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
@@ -335,6 +331,7 @@ def _assemble(
     texts: Sequence[Sequence[str]],
     models: tuple[str, ...],
     costs: np.ndarray,
+    notes: Sequence[str],
 ) -> RoutingDataset:
   prompt_rows, llm_index, reward, cost, response = [], [], [], [], []
   offset = 0
@@ -360,4 +357,5 @@ def _assemble(
           np.concatenate(prompt_rows), np.concatenate(llm_index), np.concatenate(reward),
           cost=np.concatenate(cost), response=response,
       ),
+      notes=tuple(notes),
   )

@@ -7,6 +7,7 @@ train), so loaders report the overlap and `drop_overlap` removes it from the tes
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Sequence
 
@@ -53,13 +54,20 @@ def find_overlap(train: RoutingDataset, test: RoutingDataset) -> Overlap:
 
 def drop_overlap(test: RoutingDataset, train: RoutingDataset) -> RoutingDataset:
   """`test` without the prompts that also occur in `train`; a note records how many went."""
-  overlap = find_overlap(train, test)
+  return resolve_overlap(test, find_overlap(train, test), dedupe=True)
+
+
+def resolve_overlap(test: RoutingDataset, overlap: Overlap, *, dedupe: bool) -> RoutingDataset:
+  """`test` with a note describing `overlap` by category, and without it if `dedupe`."""
+  if not len(overlap):
+    return test
+  by_category = dict(collections.Counter(test.categories[i] for i in overlap.test_rows))
+  note = (
+      f"{len(overlap)} of {test.num_prompts} test prompts also occur in train (same normalized "
+      f"text; by category: {by_category}); {'dropped' if dedupe else 'kept'} (dedupe={dedupe})"
+  )
+  if not dedupe:
+    return dataclasses.replace(test, notes=test.notes + (note,))
   keep = np.ones(test.num_prompts, bool)
   keep[overlap.test_rows] = False
-  return test.select_prompts(
-      keep,
-      note=(
-          f"dropped {len(overlap)} of {test.num_prompts} test prompts whose text also occurs in "
-          f"train ({train.name})"
-      ),
-  )
+  return test.select_prompts(keep, note=note)
