@@ -14,3 +14,4 @@ from erpjax.data._text import keep_tail, normalize_text, shared_prefix, strip_pr
 # Real-data adapters.
 from erpjax.data._routerbench import load_routerbench
 from erpjax.data._llmrouter import load_llmrouter
+from erpjax.data._perfectblend import read_perfectblend
