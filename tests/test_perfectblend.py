@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from erpjax.data import DataError, read_perfectblend, write_dataset
+from erpjax.data import DataError, read_dataset, read_perfectblend, write_dataset
 
 ROWS = [
     {"conversations": [{"from": "system", "value": "Be brief."},
@@ -37,8 +37,10 @@ def test_reads_first_user_turn(tmp_path, suffix):
   assert ds.llms == () and len(ds.samples) == 0 and ds.costs.shape == (0,)
   assert ds.notes == ("1 prompts repeat the text of an earlier prompt",)
   assert read_perfectblend(tmp_path / f"blend{suffix}", max_prompts=2).num_prompts == 2
-  folder = write_dataset(ds, tmp_path / "out", format="jsonl")  # a prompts-only dataset writes
-  assert (folder / "samples.jsonl").read_text() == ""
+  back = read_dataset(write_dataset(ds, tmp_path / "out", format=suffix[1:]))
+  assert (back.prompt_ids, back.prompts, back.categories) == (
+      ds.prompt_ids, ds.prompts, ds.categories)
+  assert back.llms == () and len(back.samples) == 0
 
 
 def test_role_content_turns_and_shard_folder(tmp_path):

@@ -155,14 +155,21 @@ def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
 
 
 def _read_csv(path: pathlib.Path) -> _File:
-  """Parses and validates one CSV, merging rows that share a sample_id."""
-  csv.field_size_limit(sys.maxsize)  # Prompts with few-shot examples exceed the 128 KiB default.
-  with open(path, newline="", encoding="utf-8") as f:
-    reader = csv.reader(f)
-    header = next(reader, None)
-    if header is None:
-      raise DataError("empty file", file=path)
-    rows = list(reader)
+  """Parses and validates one CSV, merging rows that share a sample_id.
+
+  Errors name the data row: 1 is the first row after the header (a row may span several lines).
+  """
+  # Model responses can be long: lift the 128 KiB field limit (the longest field in the shared
+  # files is 16 KB), and restore the process-wide setting afterwards.
+  limit = csv.field_size_limit(sys.maxsize)
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      rows = list(csv.reader(f))
+  finally:
+    csv.field_size_limit(limit)
+  if not rows:
+    raise DataError("empty file", file=path)
+  header, rows = rows[0], rows[1:]
   column = {name: i for i, name in enumerate(header)}
   for name in ("sample_id", "prompt", "eval_name"):
     if name not in column:
