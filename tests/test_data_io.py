@@ -1,4 +1,4 @@
-"""The on-disk dataset format: round trips in both formats, and a located error for each bad input."""
+"""The on-disk dataset format: round trips in both formats, a located error for each bad input."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""LLMRouter adapter and train/test overlap: small files written here, then facts on the real data."""
+"""LLMRouter adapter and train/test overlap: small files written here, then the real data."""
 
 import hashlib
 import json

@@ -14,7 +14,8 @@ ROWS = [
                        {"from": "gpt", "value": "4"},
                        {"from": "human", "value": "And 3+3?"}],
      "source": "math"},
-    {"conversations": [{"from": "human", "value": "Write a haiku."}, {"from": "gpt", "value": "..."}],
+    {"conversations": [{"from": "human", "value": "Write a haiku."},
+                       {"from": "gpt", "value": "..."}],
      "source": "creative"},
     {"conversations": [{"from": "human", "value": "What is 2+2?"}], "source": None},
 ]

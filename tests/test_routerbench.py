@@ -1,4 +1,4 @@
-"""RouterBench adapter: parsing, merging, prefixes and costs on small CSVs; facts on the real data."""
+"""RouterBench adapter: parsing, merging, prefixes, costs on small CSVs; facts on the real data."""
 
 import collections
 import csv

@@ -1,4 +1,4 @@
-"""Prompts from open-perfectblend-style chat files (the paper's prompt set) as a prompts-only dataset.
+"""Prompts of open-perfectblend-style chat files (the paper's prompt set) as a prompts-only set.
 
 Each row holds `conversations`, a list of turns {"from": "human" | "gpt" | "system", "value": str}
 (or, as in OpenAI-style files, {"role": "user" | "assistant" | "system", "content": str}; a
