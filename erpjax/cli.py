@@ -84,7 +84,7 @@ def _read_prompts(path: pathlib.Path) -> tuple[list[str], list[str]]:
   if path.suffix == ".txt":
     texts = [line for line in path.read_text().splitlines() if line.strip()]
     return [f"line-{i + 1}" for i in range(len(texts))], texts
-  return data.read_prompts_table(path)
+  return data.read_prompts(path)
 
 
 def _write_table(columns: dict, path: pathlib.Path) -> None:

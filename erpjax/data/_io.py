@@ -91,12 +91,7 @@ def read_dataset(folder: str | os.PathLike[str], name: str | None = None) -> Rou
   meta = _read_meta(folder / META_FILE)
   prompts, llms, samples = (_read_table(folder, table) for table in _TABLES)
 
-  prompt_ids = _strings(prompts, "prompt_id")
-  _check_unique(prompts, "prompt_id", prompt_ids)
-  texts = _strings(prompts, "text")
-  empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(prompts.columns["text"])), 0)
-  if (bad := _first(empty)) is not None:
-    raise prompts.error("empty prompt text", bad, "text")
+  prompt_ids, texts = _prompt_ids_and_texts(prompts)
   llm_names = _strings(llms, "llm")
   _check_unique(llms, "llm", llm_names)
   costs = _floats(llms, "cost", nonnegative=True)
@@ -129,6 +124,32 @@ def read_dataset(folder: str | os.PathLike[str], name: str | None = None) -> Rou
       ),
       notes=tuple(meta.get("notes", ())),
   )
+
+
+def read_prompts(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+  """(prompt ids, texts) of a prompts table file (`prompts` schema, .jsonl or .parquet).
+
+  Raises:
+    DataError: malformed file, duplicate id or empty text; the message names file, row and field.
+  """
+  path = pathlib.Path(path)
+  fmt = path.suffix.lstrip(".")
+  if fmt not in FORMATS:
+    raise DataError("expected a .jsonl or .parquet prompts table", file=path)
+  fields = _TABLES["prompts"]
+  table = _read_parquet(path, fields) if fmt == "parquet" else _read_jsonl(path, fields)
+  return _prompt_ids_and_texts(table)
+
+
+def _prompt_ids_and_texts(prompts: _Table) -> tuple[list[str], list[str]]:
+  """Validated prompt ids (unique) and texts (non-empty) of a prompts table."""
+  prompt_ids = _strings(prompts, "prompt_id")
+  _check_unique(prompts, "prompt_id", prompt_ids)
+  texts = _strings(prompts, "text")
+  empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(prompts.columns["text"])), 0)
+  if (bad := _first(empty)) is not None:
+    raise prompts.error("empty prompt text", bad, "text")
+  return prompt_ids, texts
 
 
 def _read_meta(path: pathlib.Path) -> dict:
