@@ -30,15 +30,7 @@ from flax import nnx
 from erpjax import sharding as sh
 from erpjax.models import _hf, _layers
 from erpjax.models._registry import register_reward_model
-
-# transformers' ACT2FN names -> functions ("gelu" is the exact erf form there).
-ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
-}
+from erpjax.models.classifiers import ACTIVATIONS, ClassificationHead
 
 _POS_ATT_TYPES = ("c2p", "p2c")
 
@@ -359,10 +351,9 @@ class DebertaV2ForSequenceClassification(nnx.Module):
   def __init__(self, cfg: DebertaV2Config, *, dtype=jnp.float32, rngs: nnx.Rngs):
     self.cfg = cfg
     self.encoder = DebertaV2Encoder(cfg, dtype=dtype, rngs=rngs)
-    d = cfg.hidden_size
-    self.pooler = _dense(d, d, (sh.EMBED, None), dtype, rngs)
-    self.classifier = _dense(d, cfg.num_labels, (None, sh.LABELS), dtype, rngs)
-    self.pooler_activation = ACTIVATIONS[cfg.pooler_hidden_act]
+    # transformers' ContextPooler (dense + pooler_hidden_act) and classifier.
+    self.head = ClassificationHead(cfg.hidden_size, cfg.num_labels, cfg.pooler_hidden_act,
+                                   dtype=dtype, rngs=rngs)
 
   def __call__(self, tokens_bt: jax.Array, segment_ids_bt: jax.Array, positions_bt: jax.Array,
                score_index_bs: jax.Array, token_types_bt: jax.Array | None = None) -> jax.Array:
@@ -377,9 +368,7 @@ class DebertaV2ForSequenceClassification(nnx.Module):
         whose type_vocab_size is 0).
     """
     x_btd = self.encoder(tokens_bt, segment_ids_bt, positions_bt, token_types_bt)
-    cls_bsd = jnp.take_along_axis(x_btd, score_index_bs[..., None], axis=1)
-    pooled_bsd = self.pooler_activation(self.pooler(cls_bsd))
-    return self.classifier(pooled_bsd).astype(jnp.float32)
+    return self.head(x_btd, score_index_bs)
 
 
 def _layer_rules(cfg: DebertaV2Config) -> list[_hf.KeyRule]:
@@ -419,10 +408,10 @@ def key_map(cfg: DebertaV2Config) -> _hf.KeyMap:
       _hf.KeyRule(emb_hf + "word_embeddings.weight", emb + "word/embedding"),
       _hf.KeyRule(emb_hf + "LayerNorm.weight", emb + "norm/scale"),
       _hf.KeyRule(emb_hf + "LayerNorm.bias", emb + "norm/bias"),
-      _hf.KeyRule("pooler.dense.weight", "pooler/kernel", transform=_hf.linear()),
-      _hf.KeyRule("pooler.dense.bias", "pooler/bias"),
-      _hf.KeyRule("classifier.weight", "classifier/kernel", transform=_hf.linear()),
-      _hf.KeyRule("classifier.bias", "classifier/bias"),
+      _hf.KeyRule("pooler.dense.weight", "head/dense/kernel", transform=_hf.linear()),
+      _hf.KeyRule("pooler.dense.bias", "head/dense/bias"),
+      _hf.KeyRule("classifier.weight", "head/out/kernel", transform=_hf.linear()),
+      _hf.KeyRule("classifier.bias", "head/out/bias"),
       *_layer_rules(cfg),
   ]
   # transformers drops an unused absolute position table on load; so do we.
