@@ -121,6 +121,8 @@ def test_report_rejects_bad_arguments(tmp_path):
     report.evaluate(utilities, data, [-1.0])
   with pytest.raises(ValueError, match="LLM names"):
     report.EvalSet(data.rewards, data.route_costs, llm_names=["a", "b"])
+  with pytest.raises(ValueError, match="finite"):
+    report.EvalSet(np.where(data.rewards > 0, np.nan, 0.0), data.route_costs)
 
 
 def test_degenerate_gap_is_null_with_a_reason(tmp_path):

@@ -25,7 +25,7 @@ def _use_log_cost(costs: np.ndarray) -> bool:
 
 def _frontier_figure(frontiers: Mapping[str, Frontier], field: str, single_cost: np.ndarray,
                      single_value: np.ndarray, llm_names: Sequence[str], ylabel: str) -> Figure:
-  fig = Figure(figsize=(9, 5.5), layout="constrained")
+  fig = Figure(figsize=(9, 6.5), layout="constrained")
   ax = fig.add_subplot()
   for name, f in frontiers.items():
     style = dict(color="black", linestyle="--", linewidth=1.5) if name == ORACLE else {}
@@ -35,10 +35,12 @@ def _frontier_figure(frontiers: Mapping[str, Frontier], field: str, single_cost:
     ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
   if _use_log_cost(np.concatenate([single_cost] + [f.cost for f in frontiers.values()])):
     ax.set_xscale("log")
+  ax.margins(x=0.08)
   ax.set_xlabel("mean cost per prompt")
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
-  ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+  # Below the axes, so that it covers neither curves nor the labels of the dearest LLMs.
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=8, frameon=False)
   return fig
 
 

@@ -49,10 +49,15 @@ class EvalSet:
     if m is None or self.route_costs.shape != (m,):
       raise ValueError(f"need rewards [N, M] and route_costs [M], got {self.rewards.shape}, "
                        f"{self.route_costs.shape}")
+    # A missing reward (NaN) would make the reward of a routing unknown: drop such prompts first.
+    if not np.all(np.isfinite(self.rewards)):
+      raise ValueError("rewards must be finite; drop prompts with missing rewards before evaluating")
     if self.call_costs is not None:
       set_("call_costs", np.asarray(self.call_costs, dtype=np.float64))
       if self.call_costs.shape != (n, m):
         raise ValueError(f"call_costs {self.call_costs.shape} must be [N, M] = [{n}, {m}]")
+      if not np.all(np.isfinite(self.call_costs)):
+        raise ValueError("call_costs must be finite; pass None to measure with route_costs")
     if self.categories is not None:
       set_("categories", np.asarray(self.categories, dtype=str))
       if self.categories.shape != (n,):
@@ -304,10 +309,14 @@ def write_report(out_dir, utilities: Mapping[str, np.ndarray], data: EvalSet, la
 
   single = result["single_llms"]
   single_cost = np.array([s["cost"] for s in single.values()])
-  _atomic_write(out / "reward_vs_cost.png", _png(plots.reward_vs_cost(
-      frontiers, single_cost, [s["reward"] for s in single.values()], data.llm_names)))
-  _atomic_write(out / "regret_vs_cost.png", _png(plots.regret_vs_cost(
-      frontiers, single_cost, [s["regret"] for s in single.values()], data.llm_names)))
+  fig = plots.reward_vs_cost(frontiers, single_cost, [s["reward"] for s in single.values()],
+                             data.llm_names)
+  fig.suptitle("Reward vs cost: each router swept over λ")
+  _atomic_write(out / "reward_vs_cost.png", _png(fig))
+  fig = plots.regret_vs_cost(frontiers, single_cost, [s["regret"] for s in single.values()],
+                             data.llm_names)
+  fig.suptitle("Regret vs cost: each router swept over λ")
+  _atomic_write(out / "regret_vs_cost.png", _png(fig))
   scatter_router = scatter_router or next(iter(reward_predictors), None)
   if scatter_router is not None:
     if scatter_router not in utilities:
