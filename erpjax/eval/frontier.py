@@ -22,7 +22,7 @@ Curves and area metrics:
   defined for non-monotone curves.
 
 Outside the hull's cost range the curve is extended flat (`np.interp` semantics). On the right
-this is exact for a budget reading of the curve; on the left it is optimistic, so `Hull.covers`
+this is exact for a budget reading of the curve; on the left it is optimistic, so `Hull.uncovered`
 and the `uncovered` field of results say how much of an interval had to be extrapolated. A λ grid
 from `lambda_grid` reaches the all-cheapest routing, so with routing costs nothing is
 extrapolated.
