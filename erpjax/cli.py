@@ -73,6 +73,22 @@ def cmd_demo(args) -> int:
   return 0
 
 
+def cmd_evaluate(args) -> int:
+  """ERP beside the peer routers: metrics.json, report.md and plots."""
+  from erpjax.config import RunConfig
+  from erpjax.evaluation import evaluate_run
+
+  config = RunConfig.from_yaml(args.config)
+  if args.output_dir:
+    config = dataclasses.replace(config, output_dir=args.output_dir)
+  start = time.perf_counter()
+  evaluate_run(config, seed=args.seed)
+  print(pathlib.Path(config.output_dir, "report.md").read_text())
+  print(f"wrote {config.output_dir}/metrics.json, report.md and plots "
+        f"in {time.perf_counter() - start:.1f} s")
+  return 0
+
+
 def _read_prompts(path: pathlib.Path) -> tuple[list[str], list[str]]:
   """(prompt ids, texts) from a dataset folder, a prompts table (.jsonl/.parquet with `text` and
   optional `prompt_id`), or a .txt file with one prompt per line."""
@@ -173,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("config")
   p.add_argument("--router", default=None, help="where to save it (default: <output_dir>/router)")
   p.set_defaults(func=cmd_fit)
+
+  p = sub.add_parser("evaluate", help="ERP beside peer routers: metrics, tables, plots")
+  p.add_argument("config")
+  p.add_argument("--output-dir", default=None, help="overrides the config's output_dir")
+  p.add_argument("--seed", type=int, default=0, help="seed of the random and trained peers")
+  p.set_defaults(func=cmd_evaluate)
 
   p = sub.add_parser("embed", help="embed prompts to Parquet")
   p.add_argument("input", help="dataset folder, prompts .jsonl/.parquet, or .txt (one per line)")

@@ -1,0 +1,110 @@
+"""The whole job end to end on the synthetic benchmark, with the real offline MiniLM encoder."""
+
+import json
+
+import numpy as np
+import pytest
+
+from erpjax import cli, pipeline
+from erpjax.config import EncoderConfig
+from erpjax.eval import metrics
+from erpjax.estimate import estimate_expected_rewards
+from erpjax.routing import fit_router, load_router
+from erpjax.synthetic import make_synthetic_benchmark
+
+
+@pytest.fixture(scope="module")
+def encoder():
+  return pipeline.load_encoder(EncoderConfig())
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+  monkeypatch.setenv("ERPJAX_CACHE", str(tmp_path / "cache"))
+
+
+def test_demo_writes_report_plot_and_router(tmp_path, capsys):
+  out = tmp_path / "demo"
+  assert cli.main(["demo", "--output-dir", str(out), "--num-train", "300", "--num-test", "100",
+                   "--samples-per-prompt", "4", "--budget", "0.0015"]) == 0
+  printed = capsys.readouterr().out
+  assert "oracle" in printed and "test R²" in printed
+  for name in ("summary.json", "summary.md", "predictions.parquet", "reward_vs_cost.png"):
+    assert (out / name).stat().st_size > 0
+  summary = json.loads((out / "summary.json").read_text())
+  results = {r["name"].split(":")[0]: r for r in summary["results"]}
+  erp, oracle = results["ERP (lambda=0)"], results["oracle"]
+  assert oracle["mean_reward"] >= erp["mean_reward"]
+  assert oracle["mean_reward"] >= results["best single LLM"]["mean_reward"]
+  # The synthetic rewards are a function of category and difficulty, which MiniLM embeds well.
+  assert summary["r2_overall"] > 0.5
+  assert summary["budget"]["test_mean_cost"] <= 0.0015 * 1.25  # calibrated on train prompts
+  router = load_router(out / "router")
+  assert router.spec.llms == tuple(summary["llms"])
+
+
+def test_route_and_embed_commands_use_a_saved_router(tmp_path, encoder):
+  bench = make_synthetic_benchmark(num_train=200, num_test=10, samples_per_prompt=2)
+  x = encoder.encode(list(bench.train.prompts), progress=False)
+  router = fit_router(x, estimate_expected_rewards(bench.train).of(0), bench.train.costs,
+                      llms=bench.train.llms, encoder=encoder.identifier, reward_model="rm")
+  from erpjax.routing import save_router
+  save_router(router, tmp_path / "router")
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("\n".join(bench.test.prompts) + "\n")
+  assert cli.main(["route", str(prompts), "--router", str(tmp_path / "router"),
+                   "--output", str(tmp_path / "routes.parquet")]) == 0
+  assert cli.main(["embed", str(prompts), "--output", str(tmp_path / "emb.parquet")]) == 0
+  import pyarrow.parquet as pq
+  routes = pq.read_table(tmp_path / "routes.parquet").to_pydict()
+  assert len(routes["llm"]) == 10 and set(routes["llm"]) <= set(bench.train.llms)
+  embedded = np.stack(pq.read_table(tmp_path / "emb.parquet")["embedding"].to_numpy(False))
+  np.testing.assert_allclose(embedded, encoder.encode(list(bench.test.prompts), progress=False),
+                             atol=1e-6)
+  expected = np.asarray(router(embedded, 0.0))
+  assert routes["llm"] == [bench.train.llms[i] for i in expected]
+
+
+def test_route_refuses_a_router_fit_on_another_encoder(tmp_path, encoder, capsys):
+  bench = make_synthetic_benchmark(num_train=50, num_test=5, samples_per_prompt=1)
+  x = np.random.default_rng(0).normal(size=(50, 384)).astype(np.float32)
+  router = fit_router(x, estimate_expected_rewards(bench.train).of(0), bench.train.costs,
+                      llms=bench.train.llms, encoder="some-other-encoder", reward_model="rm")
+  from erpjax.routing import save_router
+  save_router(router, tmp_path / "router")
+  prompts = tmp_path / "p.txt"
+  prompts.write_text("hello\n")
+  assert cli.main(["route", str(prompts), "--router", str(tmp_path / "router"),
+                   "--output", str(tmp_path / "r.parquet")]) == 2
+  assert "some-other-encoder" in capsys.readouterr().err
+
+
+def test_r2_against_true_expected_rewards_rises_with_k(encoder):
+  """More samples per prompt give less noisy ER labels and so better predictions of the truth."""
+  base = make_synthetic_benchmark(num_train=400, num_test=200, samples_per_prompt=1, noise=1.5)
+  x_train = encoder.encode(list(base.train.prompts), progress=False)
+  x_test = encoder.encode(list(base.test.prompts), progress=False)
+  scores = []
+  for k in (1, 4, 32):
+    bench = make_synthetic_benchmark(num_train=400, num_test=200, samples_per_prompt=k, noise=1.5)
+    assert bench.train.prompts == base.train.prompts  # only the samples change with K
+    router = fit_router(x_train, estimate_expected_rewards(bench.train).of(0), bench.train.costs,
+                        llms=bench.train.llms, encoder=encoder.identifier, reward_model="rm")
+    scores.append(metrics.r2(np.asarray(router.predict(x_test)), bench.test_true, axis=None))
+  assert scores[0] < scores[1] < scores[2], scores
+
+
+def test_evaluate_puts_erp_beside_the_peers(tmp_path, capsys):
+  config = tmp_path / "eval.yaml"
+  config.write_text(
+      "data:\n  source: synthetic\n  options: {num_train: 300, num_test: 100, samples_per_prompt: 4}\n"
+      f"routing:\n  num_cost_weights: 20\noutput_dir: {tmp_path / 'eval'}\n")
+  assert cli.main(["evaluate", str(config)]) == 0
+  result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  routers = result["routers"]
+  for name in ("ERP", "knn", "zooter", "mf", "mlp", "category_best", "random", "oracle"):
+    assert name in routers, sorted(routers)
+  assert routers["oracle"]["lambda0"]["reward"] >= routers["ERP"]["lambda0"]["reward"]
+  assert routers["ERP"]["lambda0"]["reward"] > routers["random"]["lambda0"]["reward"]
+  assert (tmp_path / "eval" / "reward_vs_cost.png").exists()
+  assert "ERP" in capsys.readouterr().out
