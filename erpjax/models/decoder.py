@@ -10,8 +10,8 @@ transformers it caps only the LM head's logits, never the score.
 Layers are stacked ([L, ...] parameters) and run with `nnx.scan`, so compile time does not grow
 with depth; per-layer attention windows ride along the scan as data.
 
-Inputs follow the reward-model interface (see `RewardModel` in the scoring engine's notes):
-tokens, segment ids (0 = padding, 1..S = sequences packed in a row), positions restarting at 0 in
+Inputs follow the reward-model interface that `erpjax.scoring` feeds every family: tokens, segment
+ids (0 = padding, 1..S = sequences packed in a row), positions restarting at 0 in
 each segment, and per segment the row index of its last token.
 """
 
@@ -135,7 +135,8 @@ class DecoderConfig:
   def layer_windows(self) -> np.ndarray:
     """int32[L]: each layer's attention window (a huge value for full attention)."""
     windows = np.full(self.num_layers, _NO_WINDOW, np.int32)
-    windows[list(self.sliding_layers)] = self.sliding_window or _NO_WINDOW
+    if self.sliding_layers:
+      windows[list(self.sliding_layers)] = self.sliding_window
     return windows
 
   @classmethod
@@ -190,7 +191,8 @@ def _llama(hf, num_layers):
 
 
 def _mistral(hf, num_layers):
-  # transformers' MistralConfig defaults to a 4096 window on every layer.
+  # MistralModel windows every layer when sliding_window is set (default 4096); it ignores
+  # `layer_types`, hence the empty dict.
   return dict(hf_activation=hf.get("hidden_act", "silu"),
               **_sliding_layers({}, hf.get("sliding_window", 4096), [True] * num_layers))
 
@@ -221,8 +223,8 @@ def _gemma_common(hf):
 
 
 def _gemma(hf, num_layers):
-  # transformers maps Gemma's legacy hidden_act "gelu" to the tanh approximation.
-  act = hf.get("hidden_activation") or hf.get("hidden_act", "gelu_pytorch_tanh")
+  # transformers reads `hidden_act` only, and maps Gemma's legacy "gelu" to the tanh approximation.
+  act = hf.get("hidden_act", "gelu_pytorch_tanh")
   return dict(hf_activation="gelu_pytorch_tanh" if act == "gelu" else act, **_gemma_common(hf))
 
 
