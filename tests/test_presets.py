@@ -162,3 +162,28 @@ def test_tiny_presets_run(name):
 def test_unknown_preset_names_the_known_ones():
   with pytest.raises(KeyError, match="llama-3.1-8b"):
     presets.get_preset("llama-9")
+
+
+def test_tiny_gemma2_sharded_over_a_mesh_matches_one_device():
+  """Parameters placed by their logical axes on a (data=4, model=2) mesh give the same scores."""
+  if len(jax.devices()) < 8:
+    pytest.skip("needs 8 (emulated) devices; tests/conftest.py sets them up")
+  graphdef, state = nnx.split(_abstract(presets.TINY_GEMMA2))
+  rng = np.random.default_rng(1)
+  state = jax.tree.map(lambda x: jnp.asarray(rng.normal(0.0, 0.2, x.shape), x.dtype), state)
+  segment_ids = jnp.asarray(np.tile([[1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0]], (8, 1)), jnp.int32)
+  tokens = jnp.asarray(rng.integers(1, 128, segment_ids.shape), jnp.int32)
+  batch = (tokens, segment_ids, decoder.positions_from_segments(segment_ids),
+           decoder.last_token_index(segment_ids, 2))
+  forward = lambda state, *batch: nnx.merge(graphdef, state)(*batch)
+  expected = jax.jit(forward)(state, *batch)
+
+  mesh = sharding.make_mesh(model_parallel=2)
+  specs = nnx.get_partition_spec(state)
+  state_shardings = jax.tree.map(lambda spec: sharding.named_sharding(mesh, tuple(spec)), specs,
+                                 is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  sharded_state = jax.device_put(state, state_shardings)
+  assert sharded_state["layers"]["attn"]["q"]["kernel"].get_value().sharding.spec[2] == "model"
+  batch_sharding = sharding.named_sharding(mesh, (sharding.BATCH, sharding.LENGTH))
+  got = jax.jit(forward)(sharded_state, *jax.device_put(batch, batch_sharding))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5, rtol=0)
