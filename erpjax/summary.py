@@ -102,9 +102,10 @@ def summarize(fit: FittedERP, *, num_cost_weights: int = 50, budget: float | Non
   ]
   budget_report = None
   if budget is not None:
-    # Calibrate lambda on the training prompts' predictions, then apply it to the test prompts.
-    train_predicted = np.asarray(fit.router.predict(fit.train_embeddings))
-    cost_weight = cost_weight_for_budget(train_predicted, fit.train.costs, budget)
+    # lambda is calibrated on the prompts being routed: it needs their predictions only, no
+    # rewards, just as `erpjax route --budget` does for a new batch of prompts. (The training
+    # prompts' in-sample predictions would be more spread out than new prompts' and overspend.)
+    cost_weight = cost_weight_for_budget(fit.test_predicted, costs, budget)
     routed = _routed(f"ERP (budget {budget:g})",
                      np.asarray(route(fit.test_predicted, costs, cost_weight)), fit)
     results.append(routed)
