@@ -32,7 +32,7 @@ def formatter():
 
 @pytest.fixture(scope="module")
 def model():
-  return testing.TinyRewardModel(rngs=nnx.Rngs(0))
+  return testing.TinyRewardModel(seed=0)
 
 
 def engine(model, formatter, score_token="first", mesh="one device", **config):
@@ -119,7 +119,7 @@ def test_buckets_validate():
 
 @pytest.mark.parametrize("score_token,causal", [("first", False), ("last", True)])
 def test_packed_scores_equal_unpacked_scores(tmp_path, formatter, score_token, causal):
-  model = testing.TinyRewardModel(causal=causal, rngs=nnx.Rngs(1))
+  model = testing.TinyRewardModel(causal=causal, seed=1)
   items = make_items(120)
   # Packed on all (emulated) devices, the engine's default mesh.
   packed = engine(model, formatter, score_token, mesh=None, lengths=(64, 128, 256),
@@ -238,7 +238,7 @@ def test_stale_temporary_files_are_removed_and_duplicates_detected(tmp_path, mod
 
 
 def test_multi_label_scores_round_trip(tmp_path, formatter):
-  model = testing.TinyRewardModel(num_labels=3, rngs=nnx.Rngs(2))
+  model = testing.TinyRewardModel(num_labels=3, seed=2)
   engine(model, formatter, lengths=(256,)).score(make_items(7), tmp_path)
   scores = scoring.read_scores(tmp_path)
   assert scores.values.shape == (7, 3) and scores.values.dtype == np.float32
@@ -252,7 +252,7 @@ def test_multi_label_scores_round_trip(tmp_path, formatter):
 def test_sharded_scores_equal_unsharded_scores(tmp_path, formatter):
   if len(jax.devices()) < 4:
     pytest.skip("needs 4 devices: tests/conftest.py emulates 8 CPU devices")
-  model = testing.TinyRewardModel(rngs=nnx.Rngs(3))
+  model = testing.TinyRewardModel(seed=3)
   items = make_items(60, seed=10)
   meshes = {"sharded": sharding.make_mesh(2, jax.devices()[:4]),
             "single": sharding.make_mesh(1, jax.devices()[:1])}
@@ -273,7 +273,7 @@ def test_sharded_scores_equal_unsharded_scores(tmp_path, formatter):
 def test_indivisible_dims_stay_replicated():
   if len(jax.devices()) < 4:
     pytest.skip("needs 4 devices: tests/conftest.py emulates 8 CPU devices")
-  model = testing.TinyRewardModel(vocab_size=101, num_heads=4, rngs=nnx.Rngs(0))
+  model = testing.TinyRewardModel(vocab_size=101, num_heads=4, seed=0)
   state = nnx.state(model)
   shardings = scoring.param_shardings(state, sharding.make_mesh(4, jax.devices()[:4]))
   assert shardings["embed_vd"].spec == PartitionSpec(None, None)  # 101 rows over 4 devices.

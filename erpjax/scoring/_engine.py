@@ -166,7 +166,8 @@ class ScoringEngine:
     graphdef, state = nnx.split(model)
     dtype = DTYPES[config.dtype]
     state = jax.tree.map(
-        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype
+        else x, state)
     state_shardings = param_shardings(state, self.mesh, rules)
     self._state = jax.device_put(state, state_shardings)
     self._batch_sharding = sharding.named_sharding(self.mesh, (sharding.BATCH, sharding.LENGTH))

@@ -3,21 +3,24 @@
 `TinyRewardModel` implements the reward-model interface of HELPERS.md with one attention layer:
 segment-masked (optionally causal) attention, positions restarting per segment, the score read
 at `score_index`. Its parameters carry logical axis names, so sharded runs split them over
-"model".
+"model". They are drawn with numpy from a seed: jax.random would compile a sampler per parameter
+shape, seconds in every test subprocess.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from erpjax import sharding
 
 
-def _param(rngs: nnx.Rngs, shape: tuple[int, ...], names: tuple[str, ...], scale: float) -> nnx.Param:
+def _param(rng: np.random.Generator, shape: tuple[int, ...], names: tuple[str | None, ...],
+           scale: float) -> nnx.Param:
   # eager_sharding=False: the module is built off-mesh; the engine places it.
-  value = scale * jax.random.normal(rngs.params(), shape, jnp.float32)
+  value = jnp.asarray((scale * rng.standard_normal(shape)).astype(np.float32))
   return nnx.Param(value, out_sharding=names, eager_sharding=False)
 
 
@@ -26,21 +29,22 @@ class TinyRewardModel(nnx.Module):
 
   def __init__(self, vocab_size: int = 30522, dim: int = 32, num_heads: int = 4, mlp_dim: int = 64,
                max_positions: int = 512, num_labels: int = 1, causal: bool = False, *,
-               rngs: nnx.Rngs):
+               seed: int):
+    rng = np.random.default_rng(seed)
     head_dim = dim // num_heads
     self.causal = causal
-    self.embed_vd = _param(rngs, (vocab_size, dim), (sharding.VOCAB, sharding.EMBED), 1.0)
-    self.position_pd = _param(rngs, (max_positions, dim), (None, sharding.EMBED), 0.5)
+    self.embed_vd = _param(rng, (vocab_size, dim), (sharding.VOCAB, sharding.EMBED), 1.0)
+    self.position_pd = _param(rng, (max_positions, dim), (None, sharding.EMBED), 0.5)
     names = (sharding.EMBED, sharding.HEADS, sharding.HEAD_DIM)
-    self.query_dnh = _param(rngs, (dim, num_heads, head_dim), names, dim**-0.5)
-    self.key_dnh = _param(rngs, (dim, num_heads, head_dim), names, dim**-0.5)
-    self.value_dnh = _param(rngs, (dim, num_heads, head_dim), names, dim**-0.5)
-    self.out_nhd = _param(rngs, (num_heads, head_dim, dim),
+    self.query_dnh = _param(rng, (dim, num_heads, head_dim), names, dim**-0.5)
+    self.key_dnh = _param(rng, (dim, num_heads, head_dim), names, dim**-0.5)
+    self.value_dnh = _param(rng, (dim, num_heads, head_dim), names, dim**-0.5)
+    self.out_nhd = _param(rng, (num_heads, head_dim, dim),
                           (sharding.HEADS, sharding.HEAD_DIM, sharding.EMBED), dim**-0.5)
-    self.mlp_in_df = _param(rngs, (dim, mlp_dim), (sharding.EMBED, sharding.MLP), dim**-0.5)
-    self.mlp_out_fd = _param(rngs, (mlp_dim, dim), (sharding.MLP, sharding.EMBED), mlp_dim**-0.5)
-    self.type_2d = _param(rngs, (2, dim), (None, sharding.EMBED), 0.5)
-    self.head_dl = _param(rngs, (dim, num_labels), (sharding.EMBED, sharding.LABELS), dim**-0.5)
+    self.mlp_in_df = _param(rng, (dim, mlp_dim), (sharding.EMBED, sharding.MLP), dim**-0.5)
+    self.mlp_out_fd = _param(rng, (mlp_dim, dim), (sharding.MLP, sharding.EMBED), mlp_dim**-0.5)
+    self.type_2d = _param(rng, (2, dim), (None, sharding.EMBED), 0.5)
+    self.head_dl = _param(rng, (dim, num_labels), (sharding.EMBED, sharding.LABELS), dim**-0.5)
 
   def __call__(self, tokens_bt: jax.Array, segment_ids_bt: jax.Array, positions_bt: jax.Array,
                score_index_bs: jax.Array, token_types_bt: jax.Array | None = None) -> jax.Array:
