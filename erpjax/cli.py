@@ -107,10 +107,10 @@ def _write_table(columns: dict, path: pathlib.Path) -> None:
   import pyarrow as pa
   import pyarrow.parquet as pq
 
-  from erpjax.summary import _atomic_write
+  from erpjax.files import atomic_write
 
   path.parent.mkdir(parents=True, exist_ok=True)
-  _atomic_write(path, lambda p: pq.write_table(pa.table(columns), p))
+  atomic_write(path, lambda p: pq.write_table(pa.table(columns), p))
 
 
 def cmd_embed(args) -> int:

@@ -11,13 +11,13 @@ import dataclasses
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from erpjax.estimate import estimate_expected_rewards
 from erpjax.eval import frontier, metrics, plots
+from erpjax.files import atomic_write, atomic_write_text
 from erpjax.pipeline import FittedERP, reward_model_index
 from erpjax.routing import cost_weight_for_budget, cost_weight_grid, route
 
@@ -124,18 +124,6 @@ def summarize(fit: FittedERP, *, num_cost_weights: int = 50, budget: float | Non
   )
 
 
-def _atomic_write(path: pathlib.Path, write) -> None:
-  """Calls `write(file_path)` on a temporary file beside `path`, then renames it over `path`."""
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-  os.close(fd)
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
 def write_outputs(summary: RunSummary, fit: FittedERP, out_dir: str | os.PathLike[str]) -> dict[str, pathlib.Path]:
   """Writes summary.json, summary.md, predictions.parquet and reward_vs_cost.png to `out_dir`."""
   import pyarrow as pa
@@ -145,20 +133,19 @@ def write_outputs(summary: RunSummary, fit: FittedERP, out_dir: str | os.PathLik
   out.mkdir(parents=True, exist_ok=True)
   files = {name: out / name for name in
            ("summary.json", "summary.md", "predictions.parquet", "reward_vs_cost.png")}
-  _atomic_write(files["summary.json"],
-                lambda p: pathlib.Path(p).write_text(json.dumps(summary.to_dict(), indent=2)))
-  _atomic_write(files["summary.md"], lambda p: pathlib.Path(p).write_text(summary.to_markdown()))
+  atomic_write_text(files["summary.json"], json.dumps(summary.to_dict(), indent=2))
+  atomic_write_text(files["summary.md"], summary.to_markdown())
   columns = {"prompt_id": list(fit.test.prompt_ids), "category": list(fit.test.categories)}
   for j, llm in enumerate(fit.test.llms):
     columns[f"{llm}|predicted"] = fit.test_predicted[:, j]
     columns[f"{llm}|observed"] = fit.test_rewards[:, j]
   columns["routed_lambda0"] = [fit.test.llms[i] for i in
                                np.asarray(route(fit.test_predicted, fit.test.costs, 0.0))]
-  _atomic_write(files["predictions.parquet"], lambda p: pq.write_table(pa.table(columns), p))
+  atomic_write(files["predictions.parquet"], lambda p: pq.write_table(pa.table(columns), p))
   oracle = frontier.sweep(fit.test_rewards, fit.test_rewards, fit.test.costs, summary.frontier.lambdas)
   figure = plots.reward_vs_cost(
       {"ERP": summary.frontier, plots.ORACLE: oracle},
       fit.test.costs, fit.test_rewards.mean(axis=0), fit.test.llms)
   figure.suptitle(f"{summary.dataset}: reward vs cost")
-  _atomic_write(files["reward_vs_cost.png"], lambda p: figure.savefig(p, format="png", dpi=120))
+  atomic_write(files["reward_vs_cost.png"], lambda p: figure.savefig(p, format="png", dpi=120))
   return files

@@ -10,10 +10,8 @@ import dataclasses
 import io
 import json
 import math
-import os
 import pathlib
 import re
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
@@ -21,6 +19,7 @@ import numpy as np
 from erpjax.eval import frontier as fr
 from erpjax.eval import metrics, plots
 from erpjax.eval.peers import permute_choices
+from erpjax.files import atomic_write_bytes
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -264,19 +263,6 @@ def markdown(result: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-  """Write via a temporary file in the same folder and `os.replace`, so readers never see a
-  partial file."""
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
 def _png(fig) -> bytes:
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=120)
@@ -303,25 +289,25 @@ def write_report(out_dir, utilities: Mapping[str, np.ndarray], data: EvalSet, la
   result = _json_ready(result)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  _atomic_write(out / "metrics.json",
+  atomic_write_bytes(out / "metrics.json",
                 json.dumps(result, indent=1, allow_nan=False).encode())
-  _atomic_write(out / "report.md", markdown(result).encode())
+  atomic_write_bytes(out / "report.md", markdown(result).encode())
 
   single = result["single_llms"]
   single_cost = np.array([s["cost"] for s in single.values()])
   fig = plots.reward_vs_cost(frontiers, single_cost, [s["reward"] for s in single.values()],
                              data.llm_names)
   fig.suptitle("Reward vs cost: each router swept over λ")
-  _atomic_write(out / "reward_vs_cost.png", _png(fig))
+  atomic_write_bytes(out / "reward_vs_cost.png", _png(fig))
   fig = plots.regret_vs_cost(frontiers, single_cost, [s["regret"] for s in single.values()],
                              data.llm_names)
   fig.suptitle("Regret vs cost: each router swept over λ")
-  _atomic_write(out / "regret_vs_cost.png", _png(fig))
+  atomic_write_bytes(out / "regret_vs_cost.png", _png(fig))
   scatter_router = scatter_router or next(iter(reward_predictors), None)
   if scatter_router is not None:
     if scatter_router not in utilities:
       raise ValueError(f"unknown scatter_router {scatter_router!r}")
     fig = plots.predicted_vs_observed(utilities[scatter_router], data.rewards, data.llm_names,
                                       f"{scatter_router}: predicted vs observed reward")
-    _atomic_write(out / f"pred_vs_observed_{_slug(scatter_router)}.png", _png(fig))
+    atomic_write_bytes(out / f"pred_vs_observed_{_slug(scatter_router)}.png", _png(fig))
   return result
