@@ -17,6 +17,7 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from erpjax import sharding as sh  # noqa: E402
 from erpjax.models import classifiers, deberta  # noqa: E402
 from erpjax.models._registry import load_reward_model  # noqa: E402
 
@@ -57,48 +58,31 @@ def _reference(model, seqs, types=None) -> np.ndarray:
   return np.stack(out)
 
 
-def _pad_batch(seqs, side: str, types=None, pad_id: int = 0):
-  """Interface arrays for one sequence per row, padded on `side`."""
-  t = max(len(s) for s in seqs)
-  b = len(seqs)
-  tokens = np.full((b, t), pad_id, np.int32)
-  segments = np.zeros((b, t), np.int32)
-  positions = np.zeros((b, t), np.int32)
-  token_types = np.zeros((b, t), np.int32)
-  first = np.zeros((b, 1), np.int32)
-  for i, s in enumerate(seqs):
-    start = 0 if side == "right" else t - len(s)
-    span = slice(start, start + len(s))
-    tokens[i, span] = s
-    segments[i, span] = 1
-    positions[i, span] = np.arange(len(s))
-    if types is not None:
-      token_types[i, span] = types[i]
-    first[i, 0] = start
-  return tokens, segments, positions, first, token_types
+def _batch(rows, t: int):
+  """Interface arrays for `rows`, each a list of (start, tokens, token types) segments."""
+  b, s = len(rows), max(len(r) for r in rows)
+  tokens, segments, positions, token_types = (np.zeros((b, t), np.int32) for _ in range(4))
+  first = np.zeros((b, s), np.int32)
+  for i, row in enumerate(rows):
+    for j, (start, seq, types) in enumerate(row):
+      span = slice(start, start + len(seq))
+      tokens[i, span] = seq
+      segments[i, span] = j + 1
+      positions[i, span] = np.arange(len(seq))
+      token_types[i, span] = types
+      first[i, j] = start
+  return tuple(jnp.asarray(x) for x in (tokens, segments, positions, first, token_types))
 
 
-def _pack(pairs, types=None, pad_id: int = 0):
-  """Two sequences per row, right-padded: segment ids 1 and 2, positions restarting."""
-  t = max(len(a) + len(b) for a, b in pairs) + 3  # trailing padding too
-  n = len(pairs)
-  tokens = np.full((n, t), pad_id, np.int32)
-  segments = np.zeros((n, t), np.int32)
-  positions = np.zeros((n, t), np.int32)
-  token_types = np.zeros((n, t), np.int32)
-  first = np.zeros((n, 2), np.int32)
-  for row, pair in enumerate(pairs):
-    start = 0
-    for seg, s in enumerate(pair):
-      span = slice(start, start + len(s))
-      tokens[row, span] = s
-      segments[row, span] = seg + 1
-      positions[row, span] = np.arange(len(s))
-      if types is not None:
-        token_types[row, span] = types[row][seg]
-      first[row, seg] = start
-      start += len(s)
-  return tokens, segments, positions, first, token_types
+def _layouts(seqs, types, t: int) -> dict[str, list]:
+  """Right-padded, left-padded and packed rows (sequence i with i + n/2) of `seqs`."""
+  half = len(seqs) // 2
+  return {
+      "right padding": [[(0, s, ty)] for s, ty in zip(seqs, types)],
+      "left padding": [[(t - len(s), s, ty)] for s, ty in zip(seqs, types)],
+      "packed": [[(0, seqs[i], types[i]), (len(seqs[i]), seqs[i + half], types[i + half])]
+                 for i in range(half)],
+  }
 
 
 @nnx.jit
@@ -107,18 +91,21 @@ def _score(model, tokens, segments, positions, first, token_types):
 
 
 def _check_model(model, ref, seqs, types=None):
-  """Right/left padded and packed erpjax scores against the per-sequence reference."""
+  """Right/left padded and packed erpjax scores against the per-sequence reference.
+
+  All layouts go into one batch (one compilation), with trailing padding in the packed rows.
+  """
   assert np.ptp(ref[:, 0]) > 1e-2, "reference scores barely differ: the test would be weak"
-  for side in ("right", "left"):
-    got = np.asarray(_score(model, *map(jnp.asarray, _pad_batch(seqs, side, types))))[:, 0]
-    np.testing.assert_allclose(got, ref, atol=ATOL, rtol=0, err_msg=f"{side} padding")
-  # Pair sequence i with i+2: every row holds two sequences of different lengths.
+  types = types or [np.zeros_like(s) for s in seqs]
   half = len(seqs) // 2
-  pairs = [(seqs[i], seqs[i + half]) for i in range(half)]
-  pair_types = None if types is None else [(types[i], types[i + half]) for i in range(half)]
-  got = np.asarray(_score(model, *map(jnp.asarray, _pack(pairs, pair_types))))
-  want = np.stack([ref[:half], ref[half:]], axis=1)
-  np.testing.assert_allclose(got, want, atol=ATOL, rtol=0, err_msg="packed")
+  t = max(len(seqs[i]) + len(seqs[i + half]) for i in range(half)) + 2
+  layouts = _layouts(seqs, types, t)
+  got = np.asarray(_score(model, *_batch([r for rows in layouts.values() for r in rows], t)))
+  n = len(seqs)
+  np.testing.assert_allclose(got[:n, 0], ref, atol=ATOL, rtol=0, err_msg="right padding")
+  np.testing.assert_allclose(got[n:2 * n, 0], ref, atol=ATOL, rtol=0, err_msg="left padding")
+  np.testing.assert_allclose(got[2 * n:], np.stack([ref[:half], ref[half:]], axis=1), atol=ATOL,
+                             rtol=0, err_msg="packed")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -160,6 +147,31 @@ def test_deberta_matches_transformers(name, tmp_path):
     # A text pair: type 0 for the first half of each sequence, 1 for the rest.
     types = [(np.arange(len(s)) >= len(s) // 2).astype(np.int32) for s in seqs]
   _check_model(model, _reference(torch_model, seqs, types), seqs, types)
+
+
+def _shard(model, mesh):
+  """Places the model's parameters on `mesh` by their logical axis names (scoring rules)."""
+  state = nnx.state(model)
+  specs = nnx.get_partition_spec(state)
+  shardings = jax.tree.map(lambda spec: sh.named_sharding(mesh, tuple(spec)), specs,
+                           is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  nnx.update(model, jax.device_put(state, shardings))
+
+
+def test_deberta_sharded_over_data_and_model(tmp_path):
+  torch_model = _torch_model("DebertaV2ForSequenceClassification", DEBERTA_CONFIGS["v3"])
+  torch_model.save_pretrained(tmp_path, safe_serialization=True)
+  model = load_reward_model(tmp_path)
+  mesh = sh.make_mesh(model_parallel=2)
+  _shard(model, mesh)
+  assert len(model.encoder.layers.attention.query_proj.kernel[...].sharding.device_set) == 8
+  seqs = _sequences(np.random.default_rng(2))
+  t = max(LENGTHS)
+  rows = _layouts(seqs, [np.zeros_like(s) for s in seqs], t)["left padding"]
+  batch = sh.named_sharding(mesh, (sh.BATCH, None))
+  inputs = [jax.device_put(x, batch) for x in _batch(rows, t)]
+  got = np.asarray(_score(model, *inputs))[:, 0]
+  np.testing.assert_allclose(got, _reference(torch_model, seqs), atol=ATOL, rtol=0)
 
 
 def test_log_buckets_match_transformers():
