@@ -114,6 +114,44 @@ def test_buckets_validate():
 
 
 # ------------------------------------------------------------------------------------------------
+# Formatters.
+
+
+def test_dialogue_formatter_keeps_the_end_inside_special_tokens(formatter):
+  dialogue = scoring.DialogueFormatter(formatter.tokenizer)
+  tokenized = dialogue(["hello there friend"], ["a b c d e f"], 6)
+  assert formatter.tokenizer.convert_ids_to_tokens(tokenized.ids[0]) == [
+      "[CLS]", "c", "d", "e", "f", "[SEP]"]
+  assert tokenized.types is None
+  (whole,) = dialogue(["hi"], ["yo"], 64).ids
+  assert formatter.tokenizer.decode(whole, skip_special_tokens=True) == "human : hi assistant : yo"
+
+
+def test_chat_formatter_drops_trailing_pad_tokens(formatter):
+  tokenizer = transformers.AutoTokenizer.from_pretrained(MINILM)
+  tokenizer.chat_template = (
+      "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} [SEP] {% endfor %}[PAD]")
+  pad = tokenizer.pad_token_id
+  (ids,) = scoring.ChatTemplateFormatter(tokenizer, pad)(["hi"], ["yo"], 64).ids
+  assert ids[-1] == tokenizer.sep_token_id and pad not in ids
+  (kept,) = scoring.ChatTemplateFormatter(tokenizer, None)(["hi"], ["yo"], 64).ids
+  assert kept == ids + [pad]
+  (tail,) = scoring.ChatTemplateFormatter(tokenizer, pad)(["hi"], ["yo"], 3).ids
+  assert tail == ids[-3:]
+
+
+def test_formatter_for_reads_the_checkpoint_folder(tmp_path):
+  tokenizer = transformers.AutoTokenizer.from_pretrained(MINILM)
+  tokenizer.save_pretrained(tmp_path)
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+  assert isinstance(scoring.formatter_for(tmp_path), scoring.TextPairFormatter)
+  (tmp_path / "config.json").write_text(json.dumps({"erpjax_formatter": "dialogue"}))
+  assert isinstance(scoring.formatter_for(tmp_path), scoring.DialogueFormatter)
+  with pytest.raises(ValueError, match="unknown formatter"):
+    scoring.formatter_for(tmp_path, "poetry")
+
+
+# ------------------------------------------------------------------------------------------------
 # Scores.
 
 
@@ -226,9 +264,9 @@ def test_duplicate_ids_are_refused(tmp_path, model, formatter):
 def test_stale_temporary_files_are_removed_and_duplicates_detected(tmp_path, model, formatter):
   items = make_items(12, seed=9)
   engine(model, formatter, lengths=(256,), window=6).score(items[:6], tmp_path / "a")
-  (tmp_path / "a" / ".tmp-scores-000001.parquet").write_bytes(b"half a file")
+  (tmp_path / "a" / ".scores-000001.parquet.k1ll3d.tmp").write_bytes(b"half a file")
   engine(model, formatter, lengths=(256,), window=6).score(items, tmp_path / "a")
-  assert not list((tmp_path / "a").glob(".tmp-*"))
+  assert not list((tmp_path / "a").glob(".*"))
   assert len(scoring.read_scores(tmp_path / "a")) == 12
   # A shard copied in twice is an error, not a silent double count.
   shard = tmp_path / "a" / "scores-000000.parquet"

@@ -94,7 +94,7 @@ def test_sigkilled_job_resumes_to_the_uninterrupted_scores(tmp_path):
   assert got.complete and want.complete
   assert got.ids == want.ids == tuple(f"id-{i:03d}" for i in range(NUM_ITEMS))
   np.testing.assert_allclose(got.values, want.values, atol=1e-6, rtol=0)
-  assert not list(job.glob(".tmp-*"))
+  assert not list(job.glob(".*"))  # No temporary files left.
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ import tqdm
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+import erpjax.models  # pylint: disable=unused-import  # Its __init__ registers the model families.
 from erpjax import sharding
-from erpjax.models import _registry
 from erpjax.models._hf import read_config
+from erpjax.models._registry import load_reward_model
 from erpjax.scoring._format import Formatter, formatter_for
 from erpjax.scoring._packing import Batch, Buckets, ScoreToken, pack
 from erpjax.scoring._shards import ScoreFolderError, ShardStore
@@ -205,7 +206,7 @@ class ScoringEngine:
     if limit is not None and max(config.lengths) > limit - _POSITION_OFFSET.get(model_type, 0):
       raise ValueError(f"{path}: bucket length {max(config.lengths)} exceeds the model's "
                        f"{limit - _POSITION_OFFSET.get(model_type, 0)} positions")
-    model = _registry.load_reward_model(path, dtype=DTYPES[config.dtype])
+    model = load_reward_model(path, dtype=DTYPES[config.dtype])
     return cls(
         model,
         formatter_for(path) if formatter is None else formatter,

@@ -112,17 +112,21 @@ class DialogueFormatter:
 
   def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Whole dialogues (as in HH-RLHF's files) -> token ids, keeping each one's end."""
-    num_special = len(self.tokenizer.build_inputs_with_special_tokens([]))
-    room = max_length - num_special
+    head, tail = self._special_tokens()
+    room = max_length - len(head) - len(tail)
     if room < 1:
-      raise ValueError(f"max_length {max_length} leaves no room beside {num_special} special tokens")
+      raise ValueError(f"max_length {max_length} leaves no room beside the special tokens "
+                       f"{head} ... {tail}")
     # verbose=False: over-long texts are expected here, they are cut just below.
     bodies = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
-    return [
-        self.tokenizer.build_inputs_with_special_tokens(body[max(0, len(body) - room):])
-        for body in bodies
-    ]
+    return [head + body[max(0, len(body) - room):] + tail for body in bodies]
 
+  def _special_tokens(self) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text ([CLS] and [SEP] for BERT)."""
+    body = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = self.tokenizer("a")["input_ids"]
+    start = next(i for i in range(len(full)) if full[i:i + len(body)] == body)
+    return full[:start], full[start + len(body):]
 
 def dialogue(prompt: str, response: str) -> str:
   """A single-turn dialogue in HH-RLHF's format."""

@@ -4,8 +4,8 @@ A scoring job writes into one folder:
   manifest.json           what the job is (model, formatter, dtype, ...) and its shards so far
   scores-000000.parquet   columns `id` (string) and `score` (float32; a fixed-size list of
   scores-000001.parquet   float32 when the model has several labels), one row per scored item
-Each file is written under a temporary name and renamed (`os.replace`), so a shard either exists
-whole or not at all, whenever the process dies. The shard files are the record of what is done;
+Each file is written under a temporary name and renamed (`erpjax.files.atomic_write`), so a shard
+either exists whole or not at all, whenever the process dies. The shard files are the record of what is done;
 the manifest describes the job and is rewritten after each shard. A restarted job reads the ids of
 the existing shards and scores only the others.
 """
@@ -23,9 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from erpjax.files import atomic_write, atomic_write_text
+
 MANIFEST = "manifest.json"
 SHARD_PREFIX = "scores-"
-_TMP_PREFIX = ".tmp-"
 FORMAT = "erpjax.scores/1"
 
 
@@ -57,15 +58,6 @@ class Scores:
     if self.values.shape[1] != 1:
       raise ValueError(f"as_dict needs one label per item, these scores have {self.values.shape[1]}")
     return dict(zip(self.ids, self.values[:, 0].tolist()))
-
-
-def _write_atomic(path: pathlib.Path, write) -> None:
-  """Calls `write(tmp_path)` then renames the file to `path`, durable before it becomes visible."""
-  tmp = path.with_name(_TMP_PREFIX + path.name)
-  write(tmp)
-  with open(tmp, "rb") as f:
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def _shard_files(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -101,9 +93,10 @@ class ShardStore:
     if manifest is not None and manifest["job"] != self.job:
       raise ScoreFolderError(
           f"{self.folder} holds scores of another job: {manifest['job']}; this job: {self.job}")
-    # Leftovers of a write that was killed before its rename.
-    for stale in self.folder.glob(f"{_TMP_PREFIX}*"):
-      stale.unlink()
+    # Leftovers of writes killed before their rename (atomic_write's ".<name>.*.tmp" files).
+    for pattern in (f".{SHARD_PREFIX}*.tmp", f".{MANIFEST}.*.tmp"):
+      for stale in self.folder.glob(pattern):
+        stale.unlink()
     self._shards = [p.name for p in shards]
     self._num_scores = sum(pq.read_metadata(p).num_rows for p in shards)
     self._write_manifest(num_items=None)
@@ -124,7 +117,7 @@ class ShardStore:
                     default=-1)
     path = self.folder / f"{SHARD_PREFIX}{index:06d}.parquet"
     table = pa.table({"id": pa.array(list(ids), pa.string()), "score": _score_column(values)})
-    _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     self._shards.append(path.name)
     self._num_scores += len(ids)
     self._write_manifest(num_items=None)
@@ -144,7 +137,7 @@ class ShardStore:
         "num_scores": self._num_scores,
         "complete": num_items is not None,
     }
-    _write_atomic(self.folder / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+    atomic_write_text(self.folder / MANIFEST, json.dumps(manifest, indent=2))
 
 
 def _score_column(values: np.ndarray) -> pa.Array:
