@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from erpjax import sharding as sh  # noqa: E402
-from erpjax.models import classifiers, deberta  # noqa: E402
+from erpjax.models import deberta  # noqa: E402
 from erpjax.models._registry import load_reward_model  # noqa: E402
 
 ATOL = 1e-4
@@ -206,31 +206,3 @@ def test_deberta_config_from_hf_and_rejections():
   with pytest.raises(ValueError, match="order-blind"):
     deberta.DebertaV2Config.from_hf_config(dict(DEBERTA_CONFIGS["v3"], relative_attention=False))
 
-
-# ------------------------------------------------------------------------------------------------
-# Inputs.
-
-
-def test_first_token_index():
-  segments = jnp.array([[0, 0, 1, 1, 1, 2, 2, 0],
-                        [1, 1, 1, 1, 0, 0, 0, 0],
-                        [0, 0, 0, 0, 0, 0, 0, 0]], jnp.int32)
-  got = classifiers.first_token_index(segments, num_segments=3)
-  np.testing.assert_array_equal(np.asarray(got), [[2, 5, 0], [0, 0, 0], [0, 0, 0]])
-
-
-def test_encode_pair_is_the_tokenizers_text_pair(tmp_path):
-  words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "why", "is", "the", "sky", "blue",
-           "because", "of", "light", "scattering"]
-  transformers.BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(tmp_path)
-  tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
-  ids, types = classifiers.encode_pair(tokenizer, "why is the sky blue",
-                                       "because of light scattering", max_length=64)
-  assert ids == [2, 5, 6, 7, 8, 9, 3, 10, 11, 12, 13, 3]
-  assert types == [0] * 7 + [1] * 5
-  # longest_first truncation takes a token off the longer side (the prompt), then off the
-  # response at a tie.
-  ids, types = classifiers.encode_pair(tokenizer, "why is the sky blue",
-                                       "because of light scattering", max_length=10)
-  assert ids == [2, 5, 6, 7, 8, 3, 10, 11, 12, 3]
-  assert types == [0] * 6 + [1] * 4

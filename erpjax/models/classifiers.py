@@ -1,4 +1,4 @@
-"""Encoder reward models: sequence-classification heads, and their inputs.
+"""Encoder reward models: the sequence-classification head, and BERT/RoBERTa classifiers.
 
 transformers' encoder classifiers all read the first token of a sequence ([CLS] / <s>) through
 dense -> activation -> linear: BERT's pooler (tanh) + `classifier`, RoBERTa's
@@ -45,34 +45,3 @@ class ClassificationHead(nnx.Module):
     x_bsd = jnp.take_along_axis(x_btd, score_index_bs[:, :, None], axis=1)
     return self.out(self.activation(self.dense(x_bsd))).astype(jnp.float32)
 
-
-def first_token_index(segment_ids_bt: jax.Array, num_segments: int) -> jax.Array:
-  """int32[B,S]: row index of the first token of segments 1..S (0 where a segment is absent).
-
-  This is the encoders' `score_index_bs`: their heads read [CLS], the first token.
-  """
-  t = jnp.arange(segment_ids_bt.shape[1], dtype=jnp.int32)
-  segments_s = jnp.arange(1, num_segments + 1, dtype=segment_ids_bt.dtype)
-  in_segment_bst = segment_ids_bt[:, None, :] == segments_s[None, :, None]
-  first_bs = jnp.min(jnp.where(in_segment_bst, t, segment_ids_bt.shape[1]), axis=-1)
-  return jnp.where(jnp.any(in_segment_bst, axis=-1), first_bs, 0).astype(jnp.int32)
-
-
-def encode_pair(tokenizer, prompt: str, response: str,
-                max_length: int) -> tuple[list[int], list[int]]:
-  """Token ids and token types of (prompt, response) as the text pair encoder reward models read.
-
-  OpenAssistant's reward models are called as `tokenizer(question, answer)`: [CLS] prompt [SEP]
-  response [SEP] for BERT/DeBERTa, <s> prompt </s></s> response </s> for RoBERTa. Pairs longer
-  than `max_length` are cut by transformers' default `longest_first` truncation (tokens come off
-  the longer side first). Token types are all 0 when the tokenizer does not produce them
-  (RoBERTa), as transformers then passes none.
-
-  Args:
-    tokenizer: a `transformers` tokenizer, e.g. `AutoTokenizer.from_pretrained(folder,
-      local_files_only=True)`.
-  """
-  encoded = tokenizer(prompt, response, truncation="longest_first", max_length=max_length)
-  ids = list(encoded["input_ids"])
-  types = encoded.get("token_type_ids")
-  return ids, list(types) if types is not None else [0] * len(ids)
