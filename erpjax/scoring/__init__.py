@@ -11,6 +11,7 @@ from erpjax.scoring._engine import (
 
 # Input layouts of reward models.
 from erpjax.scoring._format import (
+    FORMATTER_KEY,
     ChatTemplateFormatter,
     DialogueFormatter,
     Formatter,

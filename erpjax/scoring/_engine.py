@@ -9,6 +9,7 @@ batch's scores, and writes scores to shards (`_shards`) as they accumulate.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import pathlib
 import queue
@@ -164,6 +165,8 @@ class ScoringEngine:
     self.mesh = sharding.make_mesh(config.model_parallel) if mesh is None else mesh
     self.buckets = Buckets(config.lengths, config.tokens_per_batch, config.max_segments,
                            row_multiple=self.mesh.shape[sharding.DATA])
+    # Text-pair token types go to models that take them (BERT-like encoders), not to decoders.
+    self.uses_token_types = "token_types_bt" in inspect.signature(model.__call__).parameters
     graphdef, state = nnx.split(model)
     dtype = DTYPES[config.dtype]
     state = jax.tree.map(
@@ -316,6 +319,8 @@ class ScoringEngine:
     for window in windows:
       tokenized = self.formatter([item.prompt for item in window],
                                  [item.response for item in window], self.buckets.max_length)
+      if not self.uses_token_types:
+        tokenized = tokenized._replace(types=None)
       batches = pack([item.id for item in window], tokenized, self.buckets, self.score_token)
       for i, batch in enumerate(batches):
         yield (batch, jax.device_put(batch.model_inputs(), self._batch_sharding),
