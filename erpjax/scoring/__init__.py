@@ -26,3 +26,6 @@ from erpjax.scoring._packing import Batch, Buckets, first_fit_decreasing, pack
 
 # Score folders.
 from erpjax.scoring._shards import ScoreFolderError, Scores, read_scores
+
+# Routing datasets.
+from erpjax.scoring._dataset import sample_ids, score_dataset
