@@ -31,7 +31,8 @@ def _run(config, *, encoder=None, save_router_to: pathlib.Path | None = None):
   summary = summary_lib.summarize(
       fit, num_cost_weights=config.routing.num_cost_weights, budget=config.routing.budget)
   files = summary_lib.write_outputs(summary, fit, config.output_dir)
-  files["router"] = save_router(fit.router, save_router_to or pathlib.Path(config.output_dir) / "router")
+  router_dir = save_router_to or pathlib.Path(config.output_dir) / "router"
+  files["router"] = save_router(fit.router, router_dir)
   _print_summary(summary, files)
   print(f"done in {time.perf_counter() - start:.1f} s")
   return summary
@@ -160,7 +161,8 @@ def cmd_route(args) -> int:
 
 def _encoder_args(parser) -> None:
   parser.add_argument("--encoder", default=None,
-                      help="HF folder of a BERT-family sentence encoder (default: all-MiniLM-L6-v2)")
+                      help="HF folder of a BERT-family sentence encoder "
+                      "(default: all-MiniLM-L6-v2)")
   parser.add_argument("--max-length", type=int, default=256)
   parser.add_argument("--batch-size", type=int, default=64)
 

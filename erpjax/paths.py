@@ -13,6 +13,6 @@ def shared_data_dir() -> pathlib.Path:
 
 
 def cache_dir() -> pathlib.Path:
-  """Default cache folder (embeddings, compiled artifacts): `$ERPJAX_CACHE`, else ~/.cache/erpjax."""
+  """Default cache folder (embeddings): `$ERPJAX_CACHE`, else ~/.cache/erpjax."""
   env = os.environ.get("ERPJAX_CACHE")
   return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "erpjax"

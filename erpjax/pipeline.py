@@ -47,10 +47,13 @@ def load_encoder(config: EncoderConfig):
   """The prompt encoder `config` describes (default: the offline all-MiniLM-L6-v2)."""
   from erpjax.encode import PromptEncoder
 
-  return PromptEncoder.from_pretrained(config.path, max_length=config.max_length, dtype=config.dtype)
+  return PromptEncoder.from_pretrained(
+      config.path, max_length=config.max_length, dtype=config.dtype)
 
 
-def embed(encoder, texts: Sequence[str], config: EncoderConfig, *, progress: bool = True) -> np.ndarray:
+def embed(
+    encoder, texts: Sequence[str], config: EncoderConfig, *, progress: bool = True
+) -> np.ndarray:
   """[N, D] float32 embeddings of `texts`, through the on-disk cache when `config.cache`."""
   from erpjax.encode import encode_cached
 
@@ -115,7 +118,8 @@ def fit_and_predict(config: RunConfig, *, encoder=None, progress: bool = True) -
   rm = reward_model_index(train, config.predictor.reward_model)
   if test.llms != train.llms:
     test = test.select_llms(train.llms)
-  test_rewards = estimate_expected_rewards(test).of(reward_model_index(test, train.reward_models[rm]))
+  test_rm = reward_model_index(test, train.reward_models[rm])
+  test_rewards = estimate_expected_rewards(test).of(test_rm)
   test, test_rewards = complete_prompts(test, test_rewards)
   encoder = encoder if encoder is not None else load_encoder(config.encoder)
   train_embeddings = embed(encoder, train.prompts, config.encoder, progress=progress)

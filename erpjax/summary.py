@@ -87,7 +87,9 @@ def _routed(name, choice, fit: FittedERP) -> RoutedResult:
   )
 
 
-def summarize(fit: FittedERP, *, num_cost_weights: int = 50, budget: float | None = None) -> RunSummary:
+def summarize(
+    fit: FittedERP, *, num_cost_weights: int = 50, budget: float | None = None
+) -> RunSummary:
   """Measures the fitted router on the test split."""
   costs = fit.test.costs
   r2 = metrics.r2(fit.test_predicted, fit.test_rewards, axis=0)
@@ -124,7 +126,9 @@ def summarize(fit: FittedERP, *, num_cost_weights: int = 50, budget: float | Non
   )
 
 
-def write_outputs(summary: RunSummary, fit: FittedERP, out_dir: str | os.PathLike[str]) -> dict[str, pathlib.Path]:
+def write_outputs(
+    summary: RunSummary, fit: FittedERP, out_dir: str | os.PathLike[str]
+) -> dict[str, pathlib.Path]:
   """Writes summary.json, summary.md, predictions.parquet and reward_vs_cost.png to `out_dir`."""
   import pyarrow as pa
   import pyarrow.parquet as pq
@@ -142,7 +146,8 @@ def write_outputs(summary: RunSummary, fit: FittedERP, out_dir: str | os.PathLik
   columns["routed_lambda0"] = [fit.test.llms[i] for i in
                                np.asarray(route(fit.test_predicted, fit.test.costs, 0.0))]
   atomic_write(files["predictions.parquet"], lambda p: pq.write_table(pa.table(columns), p))
-  oracle = frontier.sweep(fit.test_rewards, fit.test_rewards, fit.test.costs, summary.frontier.lambdas)
+  oracle = frontier.sweep(
+      fit.test_rewards, fit.test_rewards, fit.test.costs, summary.frontier.lambdas)
   figure = plots.reward_vs_cost(
       {"ERP": summary.frontier, plots.ORACLE: oracle},
       fit.test.costs, fit.test_rewards.mean(axis=0), fit.test.llms)

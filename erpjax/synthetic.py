@@ -49,7 +49,8 @@ _VERBS = {
 _DIFFICULTY = (
     ("Quick question:", "Keep it short."),
     ("Please help:", "Explain your reasoning step by step."),
-    ("Expert-level task:", "Be rigorous and complete, cover every edge case, and justify each step in depth."),
+    ("Expert-level task:",
+     "Be rigorous and complete, cover every edge case, and justify each step in depth."),
 )
 
 # name, cost per call (US$), skill per category (same order as CATEGORIES), difficulty sensitivity.
@@ -130,7 +131,8 @@ def make_synthetic_benchmark(
   # changing K changes only the samples, never the prompts.
   prompt_rng = np.random.default_rng([seed, 0])
   noise_rng = np.random.default_rng([seed, 1])
-  train, train_true = _split(prompt_rng, noise_rng, "train", num_train, samples_per_prompt, noise, 0)
+  train, train_true = _split(
+      prompt_rng, noise_rng, "train", num_train, samples_per_prompt, noise, 0)
   test, test_true = _split(prompt_rng, noise_rng, "test", num_test, samples_per_prompt, noise,
                            num_train)
   return SyntheticBenchmark(train=train, test=test, train_true=train_true, test_true=test_true)

@@ -25,7 +25,8 @@ def test_defaults_follow_the_paper():
 @pytest.mark.parametrize(
     "raw, message",
     [
-        ({"data": {"source": "routerbench", "rot": "x"}}, r"config.data: unknown key\(s\) \['rot'\]"),
+        ({"data": {"source": "routerbench", "rot": "x"}},
+         r"config.data: unknown key\(s\) \['rot'\]"),
         ({"data": {"source": "nope"}}, "data.source must be one of"),
         ({"data": {"source": "folder"}}, "needs data.root"),
         ({"data": {"source": "synthetic"}, "predictor": {"beta": 0}}, "beta must be positive"),

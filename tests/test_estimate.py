@@ -40,7 +40,8 @@ def test_matches_numpy_per_cell():
           continue
         np.testing.assert_allclose(est.mean[p, i, k], values.mean(), rtol=0, atol=1e-4)
         if len(values) > 1:
-          np.testing.assert_allclose(est.variance[p, i, k], values.var(ddof=1), rtol=1e-3, atol=1e-5)
+          np.testing.assert_allclose(
+              est.variance[p, i, k], values.var(ddof=1), rtol=1e-3, atol=1e-5)
           np.testing.assert_allclose(
               est.standard_error[p, i, k], values.std(ddof=1) / np.sqrt(len(values)),
               rtol=1e-3, atol=1e-5)

@@ -97,7 +97,8 @@ def test_r2_against_true_expected_rewards_rises_with_k(encoder):
 def test_evaluate_puts_erp_beside_the_peers(tmp_path, capsys):
   config = tmp_path / "eval.yaml"
   config.write_text(
-      "data:\n  source: synthetic\n  options: {num_train: 300, num_test: 100, samples_per_prompt: 4}\n"
+      "data:\n  source: synthetic\n"
+      "  options: {num_train: 300, num_test: 100, samples_per_prompt: 4}\n"
       f"routing:\n  num_cost_weights: 20\noutput_dir: {tmp_path / 'eval'}\n")
   assert cli.main(["evaluate", str(config)]) == 0
   result = json.loads((tmp_path / "eval" / "metrics.json").read_text())

@@ -141,7 +141,8 @@ def test_adding_an_llm_fits_one_head_and_keeps_the_others_bit_identical(tmp_path
   router = load_router(tmp_path / "r3")
   grown = add_llm(router, "d", x[:120], y[:120, 3], cost=costs[3])
   assert grown.spec.llms == ("a", "b", "c", "d")
-  np.testing.assert_array_equal(np.asarray(grown.kernel[...])[:, :3], np.asarray(router.kernel[...]))
+  np.testing.assert_array_equal(
+      np.asarray(grown.kernel[...])[:, :3], np.asarray(router.kernel[...]))
   np.testing.assert_array_equal(np.asarray(grown.bias[...])[:3], np.asarray(router.bias[...]))
   np.testing.assert_array_equal(np.asarray(grown.predict(x))[:, :3], np.asarray(router.predict(x)))
   # The new head equals a head fit on the same data on its own (heads are independent).

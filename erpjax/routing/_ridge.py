@@ -1,7 +1,8 @@
 """Closed-form ridge regression heads: one per (LLM, reward model), as in the paper (beta = 1).
 
 Each head solves  min_w,b  sum_n (y_n - x_n.w - b)^2 + beta |w|^2  over the prompts where its target
-is observed, in closed form: w = (Xc^T Xc + beta I)^-1 Xc^T yc with X, y centered, b = mean(y) - mean(X).w.
+is observed, in closed form: w = (Xc^T Xc + beta I)^-1 Xc^T yc with X, y centered, and
+b = mean(y) - mean(X).w.
 Heads are independent, so adding an LLM fits one more head and leaves the others untouched.
 """
 

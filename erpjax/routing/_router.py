@@ -64,7 +64,7 @@ class ERPRouter(nnx.Module):
     return self.features(embeddings_bd) @ self.kernel[...] + self.bias[...]
 
   def __call__(self, embeddings_bd: jnp.ndarray, cost_weight: float = 0.0) -> jnp.ndarray:
-    """[B, D] embeddings -> [B] index of the LLM each prompt is routed to at lambda = cost_weight."""
+    """[B, D] embeddings -> [B] index of the LLM each prompt goes to at lambda = cost_weight."""
     return route(self.predict(embeddings_bd), self.costs[...], cost_weight)
 
 

@@ -1,4 +1,4 @@
-"""Choosing the cost weight lambda: the useful range of lambdas, and the lambda that meets a budget."""
+"""Choosing the cost weight lambda: its useful range, and the lambda that meets a budget."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def cost_weight_for_budget(
     return float(costs[np.asarray(route(predicted, costs, cost_weight))].mean())
 
   if costs.min() > budget:
-    raise ValueError(f"budget {budget:g} per prompt is below the cheapest LLM's cost {costs.min():g}")
+    raise ValueError(
+        f"budget {budget:g} per prompt is below the cheapest LLM's cost {costs.min():g}")
   if mean_cost(0.0) <= budget:
     return 0.0
   low, high = 0.0, max_useful_cost_weight(predicted, costs) * 1.01 + 1e-12
