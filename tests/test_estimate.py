@@ -1,7 +1,6 @@
 """Expected-reward estimation over ragged K, checked against numpy."""
 
 import numpy as np
-import pytest
 
 from erpjax.data import RewardSamples, RoutingDataset
 from erpjax.estimate import estimate_expected_rewards
