@@ -68,9 +68,8 @@ def score_dataset(
         for f in ("prompt_index", "llm_index", "reward_model_index", "reward", "cost")),
       response=data.samples.response + added.response,
   )
-  scored = dataclasses.replace(
-      data, reward_models=data.reward_models + (name,), samples=samples,
-      notes=data.notes + (f"reward model {name!r}: {len(rows)} responses scored by "
-                          f"{engine.name} ({engine.formatter.name} inputs, "
-                          f"max {engine.buckets.max_length} tokens)",))
+  note = (f"reward model {name!r}: {len(rows)} responses scored by {engine.name} "
+          f"({engine.formatter.name} inputs, max {engine.buckets.max_length} tokens)")
+  scored = dataclasses.replace(data, reward_models=data.reward_models + (name,), samples=samples,
+                               notes=data.notes + (note,))
   return scored, summary

@@ -25,7 +25,7 @@ import tqdm
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-import erpjax.models  # pylint: disable=unused-import  # Its __init__ registers the model families.
+import erpjax.models  # noqa: F401  # Its __init__ registers the model families.
 from erpjax import sharding
 from erpjax.models._hf import read_config
 from erpjax.models._registry import load_reward_model
@@ -359,7 +359,7 @@ def _prefetch(source: Iterable, depth: int) -> Iterator:
         if not put(element):
           return
       put(_DONE)
-    except BaseException as error:  # pylint: disable=broad-except
+    except BaseException as error:  # noqa: BLE001  # Re-raised on the consumer's thread.
       put(error)
 
   thread = threading.Thread(target=produce, name="erpjax-scoring-prefetch", daemon=True)

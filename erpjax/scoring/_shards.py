@@ -13,6 +13,7 @@ the existing shards and scores only the others.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import pathlib
@@ -169,7 +170,7 @@ def read_scores(folder: str | os.PathLike[str]) -> Scores:
       values.append(column.to_numpy().reshape(-1, 1))
   order = np.argsort(np.asarray(ids, dtype=object), kind="stable") if ids else np.zeros(0, int)
   sorted_ids = tuple(ids[i] for i in order)
-  for a, b in zip(sorted_ids, sorted_ids[1:]):
+  for a, b in itertools.pairwise(sorted_ids):
     if a == b:
       raise ScoreFolderError(f"{folder}: id {a!r} is scored twice")
   merged = np.concatenate(values)[order] if values else np.zeros((0, 1), np.float32)
