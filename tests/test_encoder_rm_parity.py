@@ -17,9 +17,9 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from erpjax import sharding as sh  # noqa: E402
-from erpjax.models import deberta  # noqa: E402
-from erpjax.models._registry import load_reward_model  # noqa: E402
+from erpjax import sharding as sh
+from erpjax.models import classifiers, deberta
+from erpjax.models._registry import load_reward_model
 
 ATOL = 1e-4
 # Mixed lengths; the longest exceeds the tiny DeBERTa's bucketed span so relative distances clip.
@@ -111,8 +111,9 @@ def _check_model(model, ref, seqs, types=None):
 # ------------------------------------------------------------------------------------------------
 # DeBERTa-v2/v3.
 
-_DEBERTA_BASE = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=128, num_labels=1, hidden_act="gelu", pad_token_id=0)
+_DEBERTA_BASE = {"vocab_size": VOCAB, "hidden_size": 64, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "intermediate_size": 128, "num_labels": 1,
+                 "hidden_act": "gelu", "pad_token_id": 0}
 DEBERTA_CONFIGS = {
     # OpenAssistant/reward-model-deberta-v3-large-v2's options, tiny sizes.
     "v3": dict(_DEBERTA_BASE, relative_attention=True, position_buckets=8,
@@ -183,21 +184,13 @@ def test_log_buckets_match_transformers():
   np.testing.assert_array_equal(np.asarray(got), want)
 
 
-def test_deberta_v3_large_preset_has_435m_params():
-  abstract = nnx.eval_shape(
-      lambda: deberta.DebertaV2ForSequenceClassification(deberta.DEBERTA_V3_LARGE,
-                                                         rngs=nnx.Rngs(0)))
-  count = sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
-  assert 434e6 < count < 436e6
-
-
 def test_deberta_config_from_hf_and_rejections():
-  v3 = deberta.DebertaV2Config.from_hf_config(dict(
-      vocab_size=128100, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-      intermediate_size=4096, relative_attention=True, position_buckets=256,
-      max_relative_positions=-1, max_position_embeddings=512, pos_att_type="p2c|c2p",
-      share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False,
-      type_vocab_size=0, id2label={"0": "LABEL_0"}))
+  v3 = deberta.DebertaV2Config.from_hf_config({
+      "vocab_size": 128100, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+      "intermediate_size": 4096, "relative_attention": True, "position_buckets": 256,
+      "max_relative_positions": -1, "max_position_embeddings": 512, "pos_att_type": "p2c|c2p",
+      "share_att_key": True, "norm_rel_ebd": "layer_norm", "position_biased_input": False,
+      "type_vocab_size": 0, "id2label": {"0": "LABEL_0"}})
   assert v3 == deberta.DEBERTA_V3_LARGE
   with pytest.raises(ValueError, match="conv_kernel_size"):
     deberta.DebertaV2Config.from_hf_config(dict(DEBERTA_CONFIGS["v3"], conv_kernel_size=3))
@@ -206,3 +199,76 @@ def test_deberta_config_from_hf_and_rejections():
   with pytest.raises(ValueError, match="order-blind"):
     deberta.DebertaV2Config.from_hf_config(dict(DEBERTA_CONFIGS["v3"], relative_attention=False))
 
+
+
+# ------------------------------------------------------------------------------------------------
+# BERT, RoBERTa, XLM-R.
+
+_BERT_BASE = {"vocab_size": VOCAB, "hidden_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "intermediate_size": 128, "num_labels": 1,
+              "hidden_act": "gelu"}
+BERT_CONFIGS = {
+    "BertForSequenceClassification": dict(_BERT_BASE, max_position_embeddings=64,
+                                          type_vocab_size=2, pad_token_id=0),
+    # Position ids start at pad_token_id + 1; the head is classifier.dense/out_proj.
+    "RobertaForSequenceClassification": dict(_BERT_BASE, max_position_embeddings=66,
+                                             type_vocab_size=1, pad_token_id=1, bos_token_id=0,
+                                             eos_token_id=2, layer_norm_eps=1e-5),
+    "XLMRobertaForSequenceClassification": dict(_BERT_BASE, max_position_embeddings=66,
+                                                type_vocab_size=1, pad_token_id=1,
+                                                bos_token_id=0, eos_token_id=2,
+                                                layer_norm_eps=1e-5),
+}
+
+
+@pytest.mark.parametrize("architecture", sorted(BERT_CONFIGS))
+def test_bert_classifiers_match_transformers(architecture, tmp_path):
+  hf_config = BERT_CONFIGS[architecture]
+  torch_model = _torch_model(architecture, hf_config)
+  torch_model.save_pretrained(tmp_path, safe_serialization=True)
+  model = load_reward_model(tmp_path)
+  assert isinstance(model, classifiers.BertClassifier)
+
+  seqs = _sequences(np.random.default_rng(3))
+  types = None
+  if hf_config["type_vocab_size"] > 1:
+    types = [(np.arange(len(s)) >= len(s) // 2).astype(np.int32) for s in seqs]
+  _check_model(model, _reference(torch_model, seqs, types), seqs, types)
+
+
+# ------------------------------------------------------------------------------------------------
+# Full-size presets: parameter counts equal transformers' (built on the meta device, no memory).
+
+PRESETS = {
+    "deberta-v3-large": (
+        lambda: deberta.DebertaV2ForSequenceClassification(deberta.DEBERTA_V3_LARGE,
+                                                           rngs=nnx.Rngs(0)),
+        "DebertaV2ForSequenceClassification",
+        {"vocab_size": 128100, "hidden_size": 1024, "num_hidden_layers": 24,
+         "num_attention_heads": 16, "intermediate_size": 4096, "relative_attention": True,
+         "position_buckets": 256, "max_relative_positions": -1, "pos_att_type": ["p2c", "c2p"],
+         "share_att_key": True, "norm_rel_ebd": "layer_norm", "position_biased_input": False,
+         "type_vocab_size": 0}),
+    "bert-base": (
+        lambda: classifiers.BertClassifier(classifiers.BERT_BASE, rngs=nnx.Rngs(0)),
+        "BertForSequenceClassification", {}),
+    "roberta-large": (
+        lambda: classifiers.BertClassifier(classifiers.ROBERTA_LARGE, rngs=nnx.Rngs(0)),
+        "RobertaForSequenceClassification",
+        {"vocab_size": 50265, "hidden_size": 1024, "num_hidden_layers": 24,
+         "num_attention_heads": 16, "intermediate_size": 4096, "max_position_embeddings": 514,
+         "type_vocab_size": 1}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_parameter_counts_match_transformers(name):
+  make, architecture, hf_config = PRESETS[name]
+  abstract = nnx.eval_shape(make)
+  count = sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+  model_cls = getattr(transformers, architecture)
+  with torch.device("meta"):
+    torch_model = model_cls(model_cls.config_class(num_labels=1, **hf_config))
+  assert count == sum(p.numel() for p in torch_model.parameters())
+  if name == "deberta-v3-large":
+    assert 434e6 < count < 436e6

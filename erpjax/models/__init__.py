@@ -1,5 +1,14 @@
 """Flax NNX model families and their Hugging Face checkpoint loading."""
 
+# Encoder reward models (DeBERTa-v2/v3, BERT, RoBERTa, XLM-R); importing registers them.
+from erpjax.models.classifiers import BertClassifier as BertClassifier
+from erpjax.models.classifiers import BertClassifierConfig as BertClassifierConfig
+from erpjax.models.classifiers import load_bert_classifier as load_bert_classifier
+from erpjax.models.deberta import DebertaV2Config as DebertaV2Config
+from erpjax.models.deberta import (
+    DebertaV2ForSequenceClassification as DebertaV2ForSequenceClassification)
+from erpjax.models.deberta import load_deberta_v2 as load_deberta_v2
+
 # Decoder reward models (Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2); importing registers them.
 from erpjax.models.decoder import DecoderConfig as DecoderConfig
 from erpjax.models.decoder import DecoderRewardModel as DecoderRewardModel

@@ -401,7 +401,7 @@ def _layer_rules(cfg: DebertaV2Config) -> list[_hf.KeyRule]:
   return rules
 
 
-def key_map(cfg: DebertaV2Config) -> _hf.KeyMap:
+def hf_key_map(cfg: DebertaV2Config) -> _hf.KeyMap:
   """`DebertaV2ForSequenceClassification` checkpoint keys <-> this module's state paths."""
   emb_hf, emb = "deberta.embeddings.", "encoder/embeddings/"
   rules = [
@@ -439,4 +439,4 @@ def load_deberta_v2(path: str | os.PathLike[str], *,
   cfg = DebertaV2Config.from_hf_config(_hf.read_config(path))
   return _hf.load_pretrained(
       lambda: DebertaV2ForSequenceClassification(cfg, dtype=dtype, rngs=nnx.Rngs(0)), path,
-      key_map(cfg))
+      hf_key_map(cfg))
