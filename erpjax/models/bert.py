@@ -82,15 +82,14 @@ class BertConfig:
 
   @classmethod
   def from_hf_config(cls, hf: dict[str, Any], **overrides: Any) -> "BertConfig":
-    """From a transformers `BertConfig` or `RobertaConfig` dict; `overrides` set dtype/attention.
+    """From a transformers `BertConfig` dict (config.json); `overrides` set dtype/attention.
 
     Raises:
       ValueError: for configs this module would compute differently (another model type,
         activation or position embedding scheme).
     """
-    model_type = hf.get("model_type", "bert")
-    if model_type not in ("bert", "roberta", "xlm-roberta"):
-      raise ValueError(f"model_type {model_type!r} is not 'bert', 'roberta' or 'xlm-roberta'")
+    if hf.get("model_type", "bert") != "bert":
+      raise ValueError(f"model_type {hf.get('model_type')!r} is not 'bert'")
     if hf.get("hidden_act", "gelu") != "gelu":
       raise ValueError(f"hidden_act {hf['hidden_act']!r} unsupported; BERT uses exact 'gelu'")
     if hf.get("position_embedding_type", "absolute") != "absolute":
@@ -103,7 +102,6 @@ class BertConfig:
         intermediate_size=hf["intermediate_size"],
         max_position_embeddings=hf.get("max_position_embeddings", 512),
         type_vocab_size=hf.get("type_vocab_size", 2),
-        position_offset=0 if model_type == "bert" else hf.get("pad_token_id", 1) + 1,
         layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
         **overrides)
 

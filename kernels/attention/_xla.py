@@ -16,7 +16,6 @@ fusions (see `erpjax.encode`), which fuse the reductions with the matmuls around
 
 import jax
 import jax.numpy as jnp
-
 from erpjax_kernels.attention._reference import mask_b1ts
 
 
