@@ -17,8 +17,10 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from erpjax_kernels import attention
+
 from erpjax import sharding as sh
-from erpjax.models import classifiers, deberta
+from erpjax.models import _layers, classifiers, deberta
 from erpjax.models._registry import load_reward_model
 
 ATOL = 1e-4
@@ -175,6 +177,20 @@ def test_deberta_sharded_over_data_and_model(tmp_path):
   np.testing.assert_allclose(got, _reference(torch_model, seqs), atol=ATOL, rtol=0)
 
 
+def test_deberta_bfloat16_stays_close_to_float32(tmp_path):
+  torch_model = _torch_model("DebertaV2ForSequenceClassification", DEBERTA_CONFIGS["v3"])
+  torch_model.save_pretrained(tmp_path, safe_serialization=True)
+  seqs = _sequences(np.random.default_rng(4))
+  t = max(LENGTHS)
+  inputs = _batch(_layouts(seqs, [np.zeros_like(s) for s in seqs], t)["right padding"], t)
+  f32 = np.asarray(_score(deberta.load_deberta_v2(tmp_path), *inputs))
+  bf16_model = deberta.load_deberta_v2(tmp_path, dtype=jnp.bfloat16)
+  assert bf16_model.encoder.layers.attention.query_proj.kernel[...].dtype == jnp.bfloat16
+  bf16 = np.asarray(_score(bf16_model, *inputs))
+  assert bf16.dtype == np.float32
+  assert 0 < np.abs(bf16 - f32).max() < 0.05
+
+
 def test_log_buckets_match_transformers():
   from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
 
@@ -234,6 +250,22 @@ def test_bert_classifiers_match_transformers(architecture, tmp_path):
   if hf_config["type_vocab_size"] > 1:
     types = [(np.arange(len(s)) >= len(s) // 2).astype(np.int32) for s in seqs]
   _check_model(model, _reference(torch_model, seqs, types), seqs, types)
+
+
+def test_attention_kernels_take_per_query_masks():
+  """Packed rows need a [B,T,S] mask; every implementation agrees with the jnp reference."""
+  rng = np.random.default_rng(5)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, 7, 2, 8)), jnp.float32) for _ in range(3))
+  segments = jnp.array([[1, 1, 1, 2, 2, 0, 0], [1, 1, 1, 1, 1, 1, 2]], jnp.int32)
+  mask_bts = _layers.segment_mask(segments, causal=False)
+  want = attention.attention_reference(q, k, v, mask_bts)
+  # Segment 2 of row 0 alone equals attention over just its two tokens.
+  alone = attention.attention_reference(q[:1, 3:5], k[:1, 3:5], v[:1, 3:5],
+                                        jnp.ones((1, 2), bool))
+  np.testing.assert_allclose(want[:1, 3:5], alone, atol=1e-6)
+  for implementation in attention.IMPLEMENTATIONS:
+    got = attention.dot_product_attention(q, k, v, mask_bts, implementation=implementation)
+    np.testing.assert_allclose(got, want, atol=1e-5, err_msg=implementation)
 
 
 # ------------------------------------------------------------------------------------------------
