@@ -201,6 +201,7 @@ def test_log_buckets_match_transformers():
 
 
 def test_deberta_config_from_hf_and_rejections():
+  assert deberta.DebertaV2Config.from_hf_config(DEBERTA_CONFIGS["v3"]) == deberta.TINY
   v3 = deberta.DebertaV2Config.from_hf_config({
       "vocab_size": 128100, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
       "intermediate_size": 4096, "relative_attention": True, "position_buckets": 256,
@@ -220,8 +221,8 @@ def test_deberta_config_from_hf_and_rejections():
 # ------------------------------------------------------------------------------------------------
 # BERT, RoBERTa, XLM-R.
 
-_BERT_BASE = {"vocab_size": VOCAB, "hidden_size": 64, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "intermediate_size": 128, "num_labels": 1,
+_BERT_BASE = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "intermediate_size": 64, "num_labels": 1,
               "hidden_act": "gelu"}
 BERT_CONFIGS = {
     "BertForSequenceClassification": dict(_BERT_BASE, max_position_embeddings=64,
@@ -266,6 +267,17 @@ def test_attention_kernels_take_per_query_masks():
   for implementation in attention.IMPLEMENTATIONS:
     got = attention.dot_product_attention(q, k, v, mask_bts, implementation=implementation)
     np.testing.assert_allclose(got, want, atol=1e-5, err_msg=implementation)
+
+
+def test_bert_classifier_config_from_hf():
+  from_hf = classifiers.BertClassifierConfig.from_hf_config
+  assert from_hf({**BERT_CONFIGS["BertForSequenceClassification"], "model_type": "bert"}) == (
+      classifiers.TINY_BERT)
+  for model_type in ("roberta", "xlm-roberta"):
+    hf = {**BERT_CONFIGS["RobertaForSequenceClassification"], "model_type": model_type}
+    assert from_hf(hf) == classifiers.TINY_ROBERTA
+  with pytest.raises(ValueError, match="model_type"):
+    from_hf({**BERT_CONFIGS["BertForSequenceClassification"], "model_type": "electra"})
 
 
 # ------------------------------------------------------------------------------------------------

@@ -114,7 +114,8 @@ class BertClassifierConfig:
 # Tiny models for tests.
 TINY_BERT = BertClassifierConfig(bert.TINY)
 TINY_ROBERTA = BertClassifierConfig(
-    dataclasses.replace(bert.TINY, type_vocab_size=1, position_offset=2, layer_norm_eps=1e-5),
+    dataclasses.replace(bert.TINY, max_position_embeddings=66, type_vocab_size=1,
+                        position_offset=2, layer_norm_eps=1e-5),
     layout="roberta")
 # The shapes of bert-base-uncased and roberta-large with one score: for sizing and sharding plans.
 BERT_BASE = BertClassifierConfig(bert.BertConfig(

@@ -155,16 +155,17 @@ class DebertaV2Config:
 DEBERTA_V3_LARGE = DebertaV2Config(
     vocab_size=128100, hidden_size=1024, num_layers=24, num_heads=16, head_dim=64,
     intermediate_size=4096)
-# Same options as v3, tiny sizes: for tests.
+# Same options as v3, tiny sizes (distances beyond 4 are log-bucketed, beyond ~16 clipped): tests.
 TINY = DebertaV2Config(
     vocab_size=128, hidden_size=64, num_layers=2, num_heads=4, head_dim=16, intermediate_size=128,
-    max_position_embeddings=64, max_relative_positions=64, position_buckets=8)
+    max_position_embeddings=32, max_relative_positions=16, position_buckets=8)
 
 
 def _layer_norm(dim: int, eps: float, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
   """transformers' LayerNorm over [D] (statistics in float32)."""
+  # Two-pass variance as torch computes it: E[x^2] - E[x]^2 loses digits when means are large.
   return nnx.LayerNorm(
-      dim, epsilon=eps, dtype=dtype, param_dtype=dtype, rngs=rngs,
+      dim, epsilon=eps, dtype=dtype, param_dtype=dtype, use_fast_variance=False, rngs=rngs,
       scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), (sh.EMBED,),
                                        eager_sharding=False),
       bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (sh.EMBED,),
@@ -192,8 +193,8 @@ def _dense(d_in: int, d_out: int, names: tuple[str | None, str | None], dtype,
 def log_bucket_position(relative: jax.Array, buckets: int, max_position: int) -> jax.Array:
   """transformers' `make_log_bucket_position`: distances beyond buckets/2 on a log scale.
 
-  |delta| < buckets/2 is kept; larger distances map to buckets/2 + ceil(log(|delta|/mid) /
-  log((max_position-1)/mid) * (mid-1)), with the sign of delta (so the map is odd).
+  With mid = buckets/2, |delta| <= mid is kept; larger distances map to mid + ceil(log(|delta|/mid)
+  / log((max_position-1)/mid) * (mid-1)), with the sign of delta (so the map is odd).
   """
   mid = buckets // 2
   sign = jnp.sign(relative)
