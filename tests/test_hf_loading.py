@@ -55,11 +55,11 @@ def test_load_places_every_tensor_where_the_key_map_says(hf_tiny):
     layers = model.layers
     for i in range(2):
       p = f"encoder.layer.{i}."
-      for k, name in enumerate(("query", "key", "value")):
+      for name in ("query", "key", "value"):
         w = tensors[p + f"attention.self.{name}.weight"]  # [out, in] = [N*H, D]
-        np.testing.assert_array_equal(layers.attention.qkv_kernel[...][i, k],
+        np.testing.assert_array_equal(getattr(layers.attention, f"{name}_kernel")[...][i],
                                       w.T.reshape(32, 4, 8))
-        np.testing.assert_array_equal(layers.attention.qkv_bias[...][i, k],
+        np.testing.assert_array_equal(getattr(layers.attention, f"{name}_bias")[...][i],
                                       tensors[p + f"attention.self.{name}.bias"].reshape(4, 8))
       np.testing.assert_array_equal(layers.attention.out_kernel[...][i],
                                     tensors[p + "attention.output.dense.weight"].T.reshape(4, 8, 32))
@@ -125,7 +125,7 @@ def test_errors_name_the_key_or_parameter(tmp_path, hf_tiny):
   missing = dict(tensors)
   del missing["encoder.layer.1.attention.self.key.weight"]
   with pytest.raises(_hf.CheckpointError,
-                     match=r"'layers/attention/qkv_kernel' slices \[\[1, 1\]\] are not assigned"):
+                     match=r"'layers/attention/key_kernel' slices \[\[1\]\] are not assigned"):
     bert.load_bert(_write(tmp_path / "missing", missing))
 
   no_norm = {k: v for k, v in tensors.items() if not k.startswith("embeddings.LayerNorm.")}
@@ -159,6 +159,18 @@ def test_rules_that_overlap_or_assign_twice_are_refused(tmp_path):
     _hf.load_state(abstract, {"a.0": ckpt["a.0"]}, overlap)
   with pytest.raises(ValueError, match="placeholders"):
     _hf.KeyRule("a.{i}", "w")
+  # Two-level indices: w[i, 0] from "a.{i}", w[i, 1] from "b.{i}"; b.0 is missing.
+  class Grid(nnx.Module):
+    def __init__(self):
+      self.w = nnx.Param(jnp.zeros((2, 2, 3)))
+
+  grid = _hf.KeyMap((_hf.KeyRule("a.{i}", "w", ("{i}", 0)), _hf.KeyRule("b.{i}", "w", ("{i}", 1))))
+  with pytest.raises(_hf.CheckpointError, match=r"'w' slices \[\[0, 1\]\] are not assigned"):
+    _hf.load_state(nnx.eval_shape(Grid), ckpt, grid)
+  full = dict(ckpt, **{"b.0": np.full(3, 2.0, np.float32)})
+  loaded = _hf.load_state(nnx.eval_shape(Grid), full, grid)
+  np.testing.assert_array_equal(loaded.w[...][0], [[1, 1, 1], [2, 2, 2]])
+  assert sorted(_hf.export_state(loaded, grid)) == sorted(full)
 
 
 def test_layer_lists_bf16_casting_and_export_of_a_generic_module():
