@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                       format="%(levelname)s %(name)s: %(message)s")
+  # orbax logs every checkpoint step through absl at INFO; keep the CLI's output readable.
+  logging.getLogger("absl").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
   try:
     return args.func(args)
   except (ValueError, FileNotFoundError) as error:
