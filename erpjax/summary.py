@@ -122,7 +122,8 @@ def summarize(
       results=tuple(results),
       frontier=frontier.sweep(fit.test_predicted, fit.test_rewards, costs, grid),
       budget=budget_report,
-      notes=fit.train.notes + fit.test.notes,
+      # Both splits' loaders often report the same facts (e.g. a prefix computed on train).
+      notes=tuple(dict.fromkeys(fit.train.notes + fit.test.notes)),
   )
 
 
