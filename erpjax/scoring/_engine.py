@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import erpjax.models  # noqa: F401  # Its __init__ registers the model families.
 from erpjax import sharding
+from erpjax.encode import CPU_COMPILER_OPTIONS
 from erpjax.models._hf import read_config
 from erpjax.models._registry import load_reward_model
 from erpjax.scoring._format import Formatter, formatter_for
@@ -64,6 +65,8 @@ class ScoringConfig:
     dtype: "float32" or "bfloat16" parameters and activations (scores are float32 either way).
     model_parallel: devices per model copy on the mesh's "model" axis; the rest split the batch.
     progress: show a tqdm progress bar.
+    compiler_options: XLA options of the scoring step; None = `erpjax.encode.CPU_COMPILER_OPTIONS`
+      on CPU (faster reductions there), none elsewhere.
   """
 
   lengths: tuple[int, ...] = (128, 256, 512)
@@ -74,6 +77,7 @@ class ScoringConfig:
   dtype: Literal["float32", "bfloat16"] = "float32"
   model_parallel: int = 1
   progress: bool = True
+  compiler_options: Mapping[str, Any] | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "lengths", tuple(self.lengths))
@@ -186,10 +190,14 @@ class ScoringEngine:
     # The batch is not donated: XLA reuses a donated buffer only for an output of the same shape
     # and dtype, and the only output is the float32[B, S, L] scores, so JAX would ignore the
     # donation (with a warning). Batch buffers are freed once the host drops them after the step.
+    compiler_options = config.compiler_options
+    if compiler_options is None:
+      compiler_options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else {}
     self._step = jax.jit(
         forward,
         in_shardings=(state_shardings, self._batch_sharding),
         out_shardings=sharding.named_sharding(self.mesh, (sharding.BATCH, None, None)),
+        compiler_options=dict(compiler_options),
     )
 
   @classmethod

@@ -73,15 +73,15 @@ class TrainRMConfig:
   base_model: str | None = None
   max_length: int = 256
   holdout_fraction: float = 0.1
-  max_train_pairs: int | None = 3000
-  max_eval_pairs: int | None = None
+  max_train_pairs: int | None = 640
+  max_eval_pairs: int | None = 400
   epochs: int = 1
-  tokens_per_step: int = 8192
+  tokens_per_step: int = 4096
   max_segments: int = 16
-  learning_rate: float = 5e-5
+  learning_rate: float = 1e-4
   warmup_fraction: float = 0.1
   weight_decay: float = 0.01
-  checkpoint_every: int = 20
+  checkpoint_every: int = 10
   seed: int = 0
 
   def __post_init__(self):
@@ -518,3 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "resumed_from": result.resumed_from, "train_pairs": result.train_pairs,
                     "eval": result.eval, "seconds": round(result.seconds, 1)}))
   return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
