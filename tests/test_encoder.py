@@ -204,3 +204,19 @@ def test_cache_is_per_encoder_and_checks_its_identifier(encoder, tmp_path):
     encode_cached(counting, ["w1 w2"], tmp_path, progress=False)
   with pytest.raises(ValueError, match="for 2 keys of dim"):
     other.add(["a", "b"], np.zeros((2, encoder.dim + 1)))
+
+
+def test_compiler_options_follow_the_dtype_and_bad_ones_fall_back(tiny_dir):
+  from erpjax.encode import cpu_compiler_options
+
+  assert PromptEncoder.from_pretrained(tiny_dir).compiler_options == cpu_compiler_options("float32")
+  assert cpu_compiler_options("float32") and cpu_compiler_options("bfloat16") == {}
+  assert PromptEncoder.from_pretrained(tiny_dir, dtype="bfloat16").compiler_options == {}
+  bad = PromptEncoder.from_pretrained(
+      tiny_dir, compiler_options={"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH_TYPE"})
+  texts = _texts([5, 9])
+  with pytest.warns(UserWarning, match="compiling without"):
+    out = bad.encode(texts, progress=False)
+  assert bad.compiler_options == {}
+  good = PromptEncoder.from_pretrained(tiny_dir).encode(texts, progress=False)
+  np.testing.assert_allclose(out, good, atol=1e-6)

@@ -5,6 +5,7 @@ from erpjax.encode._encoder import CPU_COMPILER_OPTIONS as CPU_COMPILER_OPTIONS
 from erpjax.encode._encoder import DEFAULT_NAME as DEFAULT_NAME
 from erpjax.encode._encoder import PromptEncoder as PromptEncoder
 from erpjax.encode._encoder import SentenceConfig as SentenceConfig
+from erpjax.encode._encoder import cpu_compiler_options as cpu_compiler_options
 from erpjax.encode._encoder import default_model_dir as default_model_dir
 from erpjax.encode._encoder import mean_pool as mean_pool
 

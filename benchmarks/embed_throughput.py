@@ -1,0 +1,146 @@
+"""Prompt-embedding throughput: erpjax's PromptEncoder vs sentence-transformers (PyTorch).
+
+Both sides embed the same real prompts (the first `--num-prompts` of routerbench_subset's CSV
+files, in file-name order) with all-MiniLM-L6-v2 in float32 (`--dtype bfloat16` runs erpjax's
+matmuls in bf16 instead, against the same float32 peer), from text to normalized embeddings:
+  erpjax: `PromptEncoder.encode` (tokenize, sort by length, [batch, bucket] batches, one jitted
+    program per bucket);
+  peer: `SentenceTransformer.encode` (sorts by length, pads each batch to its longest text).
+Same batch size, same max length, same number of CPU threads (the process is pinned to
+`--threads` CPUs, torch.set_num_threads, and XLA's pool follows the pinning; the thread counts are
+read back from /proc and printed). Throughput counts real (non-pad) tokens. Each side is warmed up
+(erpjax compiles one program per bucket it needs), then the two are timed in turns `--repeats`
+times and the medians compared.
+
+The last line printed is one JSON object with erpjax_tokens_per_s, peer_tokens_per_s, ratio
+(erpjax / peer) and the settings.
+
+  python benchmarks/embed_throughput.py                 # 2,000 prompts, batch 64, 3 repeats
+  python benchmarks/embed_throughput.py --num-prompts 500 --repeats 5
+"""
+
+import argparse
+import ast
+import csv
+import os
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _common  # noqa: E402  (benchmarks/ is not a package)
+
+
+def load_prompts(num: int) -> list[str]:
+  """The first `num` prompts of routerbench_subset's CSVs, files in name order."""
+  from erpjax.paths import shared_data_dir
+
+  folder = shared_data_dir() / "routerbench_subset"
+  files = sorted(folder.glob("*.csv"))
+  if not files:
+    sys.exit(f"no routerbench_subset CSV files in {folder} (set ERPJAX_SHARED_DATA)")
+  csv.field_size_limit(sys.maxsize)
+  prompts = []
+  for file in files:
+    with file.open(newline="") as f:
+      prompts += [ast.literal_eval(row["prompt"])[0] for row in csv.DictReader(f)]
+  if len(prompts) < num:
+    sys.exit(f"only {len(prompts)} prompts in {folder}, {num} requested")
+  return prompts[:num]
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--num-prompts", type=int, default=2000)
+  parser.add_argument("--batch-size", type=int, default=64)
+  parser.add_argument("--max-length", type=int, default=256)
+  parser.add_argument("--threads", type=int, default=None, help="default: all allowed CPUs")
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--attention", default="xla", help="erpjax_kernels.attention implementation")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="erpjax's compute dtype (the peer is always float32)")
+  parser.add_argument("--xla-defaults", action="store_true",
+                      help="compile erpjax with XLA's default options, not cpu_compiler_options")
+  args = parser.parse_args()
+
+  threads = _common.pin_threads(args.threads)
+  import jax
+  import numpy as np
+  import sentence_transformers
+  import torch
+
+  from erpjax.encode import PromptEncoder, default_model_dir
+
+  torch.set_num_threads(threads)
+  prompts = load_prompts(args.num_prompts)
+
+  encoder = PromptEncoder.from_pretrained(
+      max_length=args.max_length, batch_size=args.batch_size, attention=args.attention,
+      dtype=args.dtype, compiler_options={} if args.xla_defaults else None)
+  peer = sentence_transformers.SentenceTransformer(str(default_model_dir()), device="cpu")
+  peer.max_seq_length = args.max_length
+
+  batches = encoder.batches(prompts)
+  tokens = sum(b.num_tokens for b in batches)
+  peer_lengths = [len(ids) for ids in peer.tokenizer(prompts, truncation=True,
+                                                     max_length=args.max_length)["input_ids"]]
+  if sum(peer_lengths) != tokens:
+    sys.exit(f"token counts differ: erpjax {tokens}, sentence-transformers {sum(peer_lengths)}")
+
+  # Warm-up: one batch of every shape erpjax will run (compiling its programs), and as many texts
+  # for the peer (first calls, allocator).
+  start = time.perf_counter()
+  warm = [prompts[i] for shape in sorted({b.tokens.shape for b in batches})
+          for i in next(b for b in batches if b.tokens.shape == shape).rows]
+  encoder.encode(warm, progress=False)
+  warm_up_s = time.perf_counter() - start
+  peer.encode(warm, batch_size=args.batch_size)
+
+  outputs = {}
+  runs = {
+      "erpjax": lambda: outputs.__setitem__("erpjax", encoder.encode(prompts, progress=False)),
+      "peer": lambda: outputs.__setitem__("peer", peer.encode(
+          prompts, batch_size=args.batch_size, convert_to_numpy=True)),
+  }
+  times = _common.time_interleaved(runs, args.repeats)
+  xla_threads = _common.thread_counts(("tf_XLAEigen",))["tf_XLAEigen"]
+  erpjax_tps = tokens / _common.median(times["erpjax"])
+  peer_tps = tokens / _common.median(times["peer"])
+  slots = sum(b.tokens.size for b in batches)
+  print(f"{len(prompts)} prompts, {tokens} real tokens; threads: torch {torch.get_num_threads()}, "
+        f"XLA Eigen pool {xla_threads}, CPUs {sorted(os.sched_getaffinity(0))}")
+  print(f"erpjax: {erpjax_tps:,.0f} tokens/s  (runs {[round(t, 2) for t in times['erpjax']]} s; "
+        f"warm-up incl. compiling {len(encoder.compiled_shapes)} shapes {warm_up_s:.1f} s)")
+  print(f"peer:   {peer_tps:,.0f} tokens/s  (runs {[round(t, 2) for t in times['peer']]} s)")
+  _common.print_result({
+      "benchmark": "embed_throughput",
+      "erpjax_tokens_per_s": round(erpjax_tps, 1),
+      "peer_tokens_per_s": round(peer_tps, 1),
+      "ratio": round(erpjax_tps / peer_tps, 3),
+      "max_abs_diff": float(np.abs(outputs["erpjax"] - outputs["peer"]).max()),
+      "num_prompts": len(prompts),
+      "real_tokens": tokens,
+      "erpjax_padding_fraction": round(1 - tokens / slots, 4),
+      "batch_size": args.batch_size,
+      "max_length": args.max_length,
+      "dtype": args.dtype,
+      "peer_dtype": "float32",
+      "threads": threads,
+      "torch_threads": torch.get_num_threads(),
+      "xla_eigen_threads": xla_threads,
+      "repeats": args.repeats,
+      "erpjax_seconds": [round(t, 3) for t in times["erpjax"]],
+      "peer_seconds": [round(t, 3) for t in times["peer"]],
+      "erpjax_warm_up_seconds": round(warm_up_s, 1),
+      "compiled_shapes": [list(s) for s in encoder.compiled_shapes],
+      "attention": args.attention,
+      "compiler_options": encoder.compiler_options,
+      "cpu": _common.cpu_model(),
+      "versions": {"jax": jax.__version__, "torch": torch.__version__,
+                   "sentence_transformers": sentence_transformers.__version__},
+      "peer": "sentence_transformers.SentenceTransformer.encode",
+  })
+
+
+if __name__ == "__main__":
+  main()
