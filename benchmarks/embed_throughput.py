@@ -28,7 +28,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import _common  # noqa: E402  (benchmarks/ is not a package)
+import _common
 
 
 def load_prompts(num: int) -> list[str]:

@@ -12,12 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from erpjax_kernels import attention
 from flax import nnx
 
 from erpjax import paths
 from erpjax.encode import PromptEncoder, default_model_dir
 from erpjax.models import bert
-from erpjax_kernels import attention
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

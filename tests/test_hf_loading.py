@@ -1,4 +1,4 @@
-"""Hugging Face checkpoint loading (erpjax.models._hf): round trips and the errors that name keys."""
+"""HF checkpoint loading (erpjax.models._hf): round trips, and errors that name the key."""
 
 import json
 
@@ -14,8 +14,8 @@ from erpjax.models import _hf, bert
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-TINY_HF = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-               intermediate_size=64, max_position_embeddings=64)
+TINY_HF = {"vocab_size": 128, "hidden_size": 32, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64}
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,8 @@ def test_load_places_every_tensor_where_the_key_map_says(hf_tiny):
                                       w.T.reshape(32, 4, 8))
         np.testing.assert_array_equal(getattr(layers.attention, f"{name}_bias")[...][i],
                                       tensors[p + f"attention.self.{name}.bias"].reshape(4, 8))
-      np.testing.assert_array_equal(layers.attention.out_kernel[...][i],
-                                    tensors[p + "attention.output.dense.weight"].T.reshape(4, 8, 32))
+      out = tensors[p + "attention.output.dense.weight"]
+      np.testing.assert_array_equal(layers.attention.out_kernel[...][i], out.T.reshape(4, 8, 32))
       np.testing.assert_array_equal(layers.ffn.in_kernel[...][i],
                                     tensors[p + "intermediate.dense.weight"].T)
       np.testing.assert_array_equal(layers.ffn_norm.scale[...][i],

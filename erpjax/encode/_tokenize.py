@@ -1,4 +1,4 @@
-"""Text -> token ids with a Hugging Face `tokenizer.json`, truncated as sentence-transformers does."""
+"""Text -> token ids with a Hugging Face tokenizer.json, truncated as sentence-transformers does."""
 
 import os
 from collections.abc import Sequence

@@ -1,10 +1,10 @@
 """On-disk embedding cache keyed by encoder identifier and text.
 
-Layout: `<cache_dir>/<sha256(identifier)[:24]>/` holds `identifier.txt` (the full identifier, checked
-on every open) and shards `shard-<uuid>.npz`, each with `keys` (sha256 hex of the UTF-8 text,
-str[n]) and `embeddings` (float32[n, D]). A run writes at most one new shard, atomically (temporary
-file + rename), so concurrent or interrupted runs never leave a partial shard, and shards are read
-without pickle.
+Layout: `<cache_dir>/<sha256(identifier)[:24]>/` holds `identifier.txt` (the full identifier,
+checked on every open) and shards `shard-<uuid>.npz`, each with `keys` (sha256 hex of the UTF-8
+text, str[n]) and `embeddings` (float32[n, D]). A run writes at most one new shard, atomically
+(temporary file + rename), so concurrent or interrupted runs never leave a partial shard, and
+shards are read without pickle.
 """
 
 import hashlib
@@ -95,13 +95,13 @@ def encode_cached(encoder: Encoder, texts: Sequence[str],
   keys = [text_key(t) for t in texts]
   found = cache.load(keys)
   missing: dict[str, str] = {}  # key -> text, each distinct text once
-  for key, text in zip(keys, texts):
+  for key, text in zip(keys, texts, strict=True):
     if key not in found:
       missing.setdefault(key, text)
   if missing:
     new = encoder.encode(list(missing.values()), batch_size, progress=progress)
     cache.add(list(missing), new)
-    found.update(zip(missing, new))
+    found.update(zip(missing, new, strict=True))
   out = np.zeros((len(texts), encoder.dim), np.float32)
   for i, key in enumerate(keys):
     out[i] = found[key]

@@ -81,7 +81,8 @@ class SafetensorsCheckpoint(Mapping[str, np.ndarray]):
       self._file_of = {key: path.parent / name for key, name in weight_map.items()}
     else:
       with safetensors.safe_open(path, framework="numpy") as f:
-        self._file_of = {key: path for key in f.keys()}
+        # A safe_open handle is not iterable: keys() is its only listing.
+        self._file_of = {key: path for key in f.keys()}  # noqa: SIM118
     self.files = tuple(sorted(set(self._file_of.values())))
     for file in self.files:
       if not file.is_file():

@@ -18,11 +18,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from erpjax_kernels import attention as attention_kernels
 from flax import nnx
 
 from erpjax import sharding as sh
 from erpjax.models import _hf, _layers
-from erpjax_kernels import attention as attention_kernels
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

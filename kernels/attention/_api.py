@@ -3,7 +3,6 @@
 from typing import Literal
 
 import jax
-
 from erpjax_kernels.attention._reference import attention_reference, mask_b1ts
 from erpjax_kernels.attention._xla import attention_xla
 

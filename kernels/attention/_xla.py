@@ -1,4 +1,4 @@
-"""Softmax attention laid out for XLA:CPU: head-major operands and normalization after the PV matmul.
+"""Softmax attention laid out for XLA:CPU: head-major operands, normalization after the PV matmul.
 
 Compared with `attention_reference` (same maths, fp32 results within rounding):
 - q, k and v are transposed once to [B, N, T, H], so both matmuls are plain batched GEMMs over
