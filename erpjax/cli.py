@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=0, help="seed of the random and trained peers")
   p.set_defaults(func=cmd_evaluate)
 
+  # `train-rm` has its own parser (erpjax.scoring.train_rm.main); `main` hands its arguments over.
+  sub.add_parser("train-rm", help="train a Bradley-Terry reward model on HH-RLHF pairs "
+                 "(see `erpjax train-rm --help`)")
+
   p = sub.add_parser("embed", help="embed prompts to Parquet")
   p.add_argument("input", help="dataset folder, prompts .jsonl/.parquet, or .txt (one per line)")
   p.add_argument("--output", "-o", required=True)
@@ -219,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if argv[:1] == ["train-rm"]:
+    from erpjax.scoring import train_rm
+
+    return train_rm.main(argv[1:])
   args = build_parser().parse_args(argv)
   logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                       format="%(levelname)s %(name)s: %(message)s")

@@ -98,13 +98,31 @@ class RoutingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RewardsConfig:
+  """Rewards from a reward model: every response of both splits is scored before fitting.
+
+  Attributes:
+    model: HF checkpoint folder of a reward model (any architecture `erpjax.models` loads).
+    name: the reward model's name among the dataset's reward models (fit on it with
+      `predictor.reward_model: <name>`).
+    scoring: `erpjax.scoring.ScoringConfig` fields (buckets, batch tokens, packing, dtype, ...).
+  """
+
+  model: str
+  name: str = "reward_model"
+  scoring: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
-  """One ERP job: data -> encode -> estimate -> fit -> route -> report, written to `output_dir`."""
+  """One ERP job: data -> [score] -> encode -> estimate -> fit -> route -> report, written to
+  `output_dir` (scores of a `rewards` model go to `<output_dir>/scores/<split>`, resumable)."""
 
   data: DataConfig
   encoder: EncoderConfig = EncoderConfig()
   predictor: PredictorConfig = PredictorConfig()
   routing: RoutingConfig = RoutingConfig()
+  rewards: RewardsConfig | None = None
   output_dir: str = "runs/erp"
 
   @classmethod
@@ -130,9 +148,11 @@ def _build(cls, raw: Mapping[str, Any], where: str):
     raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
   values = {}
   for name, value in raw.items():
-    hint = hints[name]
-    if dataclasses.is_dataclass(hint):
-      value = _build(hint, value or {}, f"{where}.{name}")
+    # A section is a dataclass, or an optional one (`RewardsConfig | None`).
+    section = next((t for t in (hints[name], *typing.get_args(hints[name]))
+                    if dataclasses.is_dataclass(t)), None)
+    if section is not None and value is not None:
+      value = _build(section, value, f"{where}.{name}")
     values[name] = value
   try:
     return cls(**values)

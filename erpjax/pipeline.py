@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pathlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,8 +33,6 @@ def load_splits(config: DataConfig) -> tuple[RoutingDataset, RoutingDataset]:
     benchmark = make_synthetic_benchmark(**options)
     return benchmark.train, benchmark.test
   if config.source == "folder":
-    import pathlib
-
     root = pathlib.Path(config.root)
     return (data.read_dataset(root / config.train, **options),
             data.read_dataset(root / config.test, **options))
@@ -41,6 +40,26 @@ def load_splits(config: DataConfig) -> tuple[RoutingDataset, RoutingDataset]:
   train = loader(config.train, root=config.root, **options)
   test = loader(config.test, root=config.root, **options)
   return train, test
+
+
+def score_splits(
+    config: RunConfig, train: RoutingDataset, test: RoutingDataset
+) -> tuple[RoutingDataset, RoutingDataset]:
+  """Both splits with `config.rewards`'s reward model's scores of every response added.
+
+  Scores go to `<output_dir>/scores/{train,test}`: a killed job resumes where it stopped.
+  """
+  from erpjax.scoring import ScoringConfig, ScoringEngine, score_dataset
+
+  rewards = config.rewards
+  engine = ScoringEngine.from_pretrained(rewards.model, ScoringConfig(**rewards.scoring))
+  folder = pathlib.Path(config.output_dir) / "scores"
+  scored = []
+  for split_name, split in (("train", train), ("test", test)):
+    dataset, summary = score_dataset(split, engine, folder / split_name, name=rewards.name)
+    log.info("scored %s: %s", split_name, summary)
+    scored.append(dataset)
+  return scored[0], scored[1]
 
 
 def load_encoder(config: EncoderConfig):
@@ -113,6 +132,8 @@ class FittedERP:
 def fit_and_predict(config: RunConfig, *, encoder=None, progress: bool = True) -> FittedERP:
   """Loads the splits, embeds their prompts, estimates expected rewards, fits and predicts."""
   train, test = load_splits(config.data)
+  if config.rewards is not None:
+    train, test = score_splits(config, train, test)
   for note in train.notes + test.notes:
     log.info("data: %s", note)
   rm = reward_model_index(train, config.predictor.reward_model)
