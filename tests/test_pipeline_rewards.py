@@ -1,0 +1,73 @@
+"""ERP on a reward model's rewards: a run config's `rewards` section scores every response first."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from erpjax import pipeline
+from erpjax.config import DataConfig, RewardsConfig, RunConfig
+from erpjax.data import RewardSamples, RoutingDataset, write_dataset
+from erpjax.encode import default_model_dir
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tmp_path_factory):
+  """A random tiny BertForSequenceClassification with MiniLM's tokenizer, saved as an HF folder."""
+  folder = tmp_path_factory.mktemp("tiny_rm")
+  config = transformers.BertConfig(
+      vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+      intermediate_size=64, max_position_embeddings=128, num_labels=1,
+      architectures=["BertForSequenceClassification"])
+  torch.manual_seed(0)
+  transformers.BertForSequenceClassification(config).save_pretrained(folder)
+  transformers.AutoTokenizer.from_pretrained(default_model_dir()).save_pretrained(folder)
+  return folder
+
+
+def _split(name, n, rng):
+  llms = ("alpha", "beta", "gamma")
+  rows = [(p, m) for p in range(n) for m in range(3) for _ in range(2)]
+  prompt_index, llm_index = map(np.array, zip(*rows))
+  responses = [f"Answer {k} by {llms[m]} to question {p}: " + "word " * int(rng.integers(1, 30))
+               for k, (p, m) in enumerate(rows)]
+  return RoutingDataset(
+      name=name, prompt_ids=tuple(f"{name}-{i}" for i in range(n)),
+      prompts=tuple(f"Question {i}: how do I {['cook', 'code', 'sing'][i % 3]} well?"
+                    for i in range(n)),
+      categories=(None,) * n, llms=llms, costs=np.array([1.0, 2.0, 3.0]),
+      reward_models=("correctness",),
+      samples=RewardSamples.build(prompt_index, llm_index, rng.integers(0, 2, len(rows)),
+                                  response=responses))
+
+
+def test_run_scores_responses_then_fits_on_the_reward_models_rewards(
+    tmp_path, tiny_reward_model, monkeypatch, caplog):
+  monkeypatch.setenv("ERPJAX_CACHE", str(tmp_path / "cache"))
+  rng = np.random.default_rng(0)
+  write_dataset(_split("train", 24, rng), tmp_path / "data" / "train")
+  write_dataset(_split("test", 9, rng), tmp_path / "data" / "test")
+  config = RunConfig(
+      data=DataConfig(source="folder", root=str(tmp_path / "data")),
+      rewards=RewardsConfig(model=str(tiny_reward_model), name="tiny_rm",
+                            scoring={"lengths": [64, 128], "tokens_per_batch": 1024,
+                                     "progress": False}),
+      output_dir=str(tmp_path / "run"))
+  config = dataclasses.replace(
+      config, predictor=dataclasses.replace(config.predictor, reward_model="tiny_rm"))
+  fit = pipeline.fit_and_predict(config, progress=False)
+  assert fit.router.spec.reward_model == "tiny_rm"
+  assert fit.train.reward_models == ("correctness", "tiny_rm")
+  # Real-valued reward-model scores, not the 0/1 correctness labels.
+  assert not np.isin(fit.test_rewards, [0.0, 1.0]).all()
+  scores_dir = tmp_path / "run" / "scores"
+  assert (scores_dir / "train").is_dir() and (scores_dir / "test").is_dir()
+  # A second run reuses the finished score shards (all 9 x 3 x 2 test items skipped) and gets
+  # the same rewards.
+  caplog.set_level("INFO", logger="erpjax.pipeline")
+  again = pipeline.fit_and_predict(config, progress=False)
+  np.testing.assert_array_equal(again.test_rewards, fit.test_rewards)
+  assert "scored test: ScoringSummary(num_items=54, num_skipped=54" in caplog.text
