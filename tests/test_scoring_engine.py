@@ -106,6 +106,18 @@ def test_pack_uses_the_shortest_bucket_and_pads_the_last_batch():
   np.testing.assert_array_equal(batches[0].segment_ids_bt[2:], 0)  # Padding rows.
 
 
+def test_pack_moves_short_leftover_rows_into_a_longer_partial_batch():
+  buckets = scoring.Buckets(lengths=(4, 8), tokens_per_batch=16, max_segments=1)
+  # b fills one of the two rows of an 8-batch; c's 4-row moves into the other: one batch, not two.
+  (batch,) = scoring.pack(["b", "c"], scoring.Tokenized([[3] * 6, [4, 5, 6]]), buckets, "first")
+  assert batch.shape == (2, 8) and batch.ids == ("b", "c")
+  np.testing.assert_array_equal(batch.segment_ids_bt[1], [1, 1, 1, 0, 0, 0, 0, 0])
+  # Three 4-rows would need two free rows: they stay in their own (4, 4) batch.
+  batches = scoring.pack(["b", "c", "d", "e"], scoring.Tokenized([[3] * 6, [4], [5], [6]]),
+                         buckets, "first")
+  assert [b.shape for b in batches] == [(4, 4), (2, 8)]
+
+
 def test_buckets_validate():
   with pytest.raises(ValueError, match="ascending"):
     scoring.Buckets(lengths=(8, 4))

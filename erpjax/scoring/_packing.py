@@ -192,7 +192,8 @@ def pack(ids: Sequence[str], tokenized: Tokenized, buckets: Buckets,
 
   Deterministic: the same input always gives the same batches, so a resumed job recomputes a
   window exactly as an uninterrupted one would. The last batch of each length is padded with
-  empty rows.
+  empty rows; the rows left for a shorter length move into those empty rows when they all fit,
+  which saves that length's last batch.
   """
   if score_token not in ("first", "last"):
     raise ValueError(f"score_token must be 'first' or 'last', got {score_token!r}")
@@ -200,13 +201,23 @@ def pack(ids: Sequence[str], tokenized: Tokenized, buckets: Buckets,
   seqs = [PackItem(i, tokens, None if types is None else types[n])
           for n, (i, tokens) in enumerate(zip(ids, tokenized.ids, strict=True))]
   lengths = np.array([len(seq.ids) for seq in seqs], np.int64)
-  by_length: dict[int, list[list[PackItem]]] = {}
+  by_length: dict[int, list[list[PackItem]]] = {length: [] for length in buckets.lengths}
   for row in first_fit_decreasing(lengths, buckets.max_length, buckets.max_segments):
     length = buckets.length_for(int(lengths[row].sum()))
-    by_length.setdefault(length, []).append([seqs[i] for i in row])
+    by_length[length].append([seqs[i] for i in row])
+  for i, length in reversed(list(enumerate(buckets.lengths))):
+    rows = by_length[length]
+    free = -len(rows) % buckets.rows(length)
+    for shorter in reversed(buckets.lengths[:i]):
+      left = len(by_length[shorter]) % buckets.rows(shorter)
+      if 0 < left <= free:
+        moved = by_length[shorter][len(by_length[shorter]) - left:]
+        del by_length[shorter][len(by_length[shorter]) - left:]
+        rows.extend(moved)
+        free -= left
   batches = []
   for length in buckets.lengths:
-    rows = by_length.get(length, [])
+    rows = by_length[length]
     num_rows = buckets.rows(length)
     for start in range(0, len(rows), num_rows):
       batches.append(build_batch(rows[start:start + num_rows], length, num_rows,
