@@ -326,6 +326,73 @@ def test_score_dataset_adds_a_reward_model(tmp_path, model, formatter):
 
 
 # ------------------------------------------------------------------------------------------------
+# Real model families, loaded from checkpoint folders, against transformers.
+
+
+def _save_with_minilm_tokenizer(model, folder):
+  model.save_pretrained(folder)
+  transformers.AutoTokenizer.from_pretrained(MINILM).save_pretrained(folder)
+
+
+def _transformers_scores(folder, tokenized):
+  import torch  # pylint: disable=import-outside-toplevel
+
+  model = transformers.AutoModelForSequenceClassification.from_pretrained(folder).eval()
+  out = []
+  with torch.no_grad():
+    for n, ids in enumerate(tokenized.ids):
+      inputs = {"input_ids": torch.tensor([ids])}
+      if tokenized.types is not None:
+        inputs["token_type_ids"] = torch.tensor([tokenized.types[n]])
+      out.append(model(**inputs).logits[0, 0].item())
+  return out
+
+
+def test_bert_text_pair_scores_match_transformers(tmp_path):
+  import torch  # pylint: disable=import-outside-toplevel
+
+  torch.manual_seed(0)
+  config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64, num_labels=1)
+  _save_with_minilm_tokenizer(transformers.BertForSequenceClassification(config), tmp_path / "m")
+  scorer = scoring.ScoringEngine.from_pretrained(
+      tmp_path / "m", scoring.ScoringConfig(lengths=(64, 128), tokens_per_batch=512,
+                                            progress=False),
+      mesh=sharding.make_mesh(1, jax.devices()[:1]))
+  assert scorer.formatter.name == "text_pair" and scorer.score_token == "first"
+  assert scorer.uses_token_types
+  items = make_items(12, seed=11, max_words=40)
+  scorer.score(items, tmp_path / "scores")
+  got = scoring.read_scores(tmp_path / "scores").as_dict()
+  tokenized = scorer.formatter([p for _, p, _ in items], [r for _, _, r in items], 128)
+  assert any(1 in types for types in tokenized.types)  # The response is segment B.
+  want = _transformers_scores(tmp_path / "m", tokenized)
+  np.testing.assert_allclose([got[i] for i, _, _ in items], want, atol=1e-5, rtol=0)
+
+
+def test_llama_scores_match_transformers(tmp_path):
+  import torch  # pylint: disable=import-outside-toplevel
+
+  torch.manual_seed(0)
+  config = transformers.LlamaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2,
+                                    intermediate_size=64, num_labels=1, pad_token_id=0)
+  _save_with_minilm_tokenizer(transformers.LlamaForSequenceClassification(config), tmp_path / "m")
+  scorer = scoring.ScoringEngine.from_pretrained(
+      tmp_path / "m", scoring.ScoringConfig(lengths=(64, 128), tokens_per_batch=512,
+                                            progress=False),
+      formatter=scoring.TextPairFormatter(transformers.AutoTokenizer.from_pretrained(MINILM)),
+      mesh=sharding.make_mesh(1, jax.devices()[:1]))
+  assert scorer.score_token == "last" and not scorer.uses_token_types
+  items = make_items(12, seed=12, max_words=40)
+  scorer.score(items, tmp_path / "scores")
+  got = scoring.read_scores(tmp_path / "scores").as_dict()
+  tokenized = scorer.formatter([p for _, p, _ in items], [r for _, _, r in items], 128)
+  want = _transformers_scores(tmp_path / "m", tokenized._replace(types=None))
+  np.testing.assert_allclose([got[i] for i, _, _ in items], want, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------
 # Sharding over an emulated (2 data x 2 model) mesh.
 
 def test_sharded_scores_equal_unsharded_scores(tmp_path, formatter):

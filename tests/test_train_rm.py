@@ -78,6 +78,22 @@ def test_bradley_terry_loss():
   assert float(train_rm.bradley_terry_loss(margin, mask)) == pytest.approx(expected, rel=1e-6)
 
 
+def test_weight_decay_skips_biases_and_norm_scales():
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  from erpjax.models import classifiers  # pylint: disable=import-outside-toplevel
+
+  model = nnx.eval_shape(lambda: classifiers.BertClassifier(classifiers.TINY_BERT,
+                                                            rngs=nnx.Rngs(0)))
+  mask = nnx.to_flat_state(train_rm.decay_mask(nnx.state(model, nnx.Param)))
+  decayed = {"/".join(map(str, path)) for path, v in mask if v.get_value()}
+  assert "encoder/layers/ffn/in_kernel" in decayed and "encoder/embeddings/word" in decayed
+  assert "head/out/kernel" in decayed
+  for path, v in mask:
+    name = str(path[-1])
+    assert v.get_value() == (not (name.endswith("bias") or name == "scale")), path
+
+
 def test_steps_lower_the_loss_of_a_tiny_model():
   rng = np.random.default_rng(1)
   # Chosen sequences use tokens 1000-1099, rejected ones 1100-1199: learnable in a few steps.

@@ -3,7 +3,7 @@
 Data flows one way (STYLE.md): a background thread tokenizes windows of items with the model's
 `Formatter`, packs them into batches of a bounded set of shapes (`_packing`) and places them on
 the device mesh; the main thread runs the jitted model on one batch while it collects the previous
-batch's scores, and writes scores to shards (`_shards`) as they accumulate.
+batch's scores, and writes each window's scores as one Parquet shard (`_shards`).
 """
 
 from __future__ import annotations
@@ -346,8 +346,9 @@ _DONE = object()
 def _prefetch(source: Iterable, depth: int) -> Iterator:
   """Iterates `source` on a background thread, up to `depth` elements ahead.
 
-  Tokenization and packing release the GIL in the Rust tokenizer and numpy, so they overlap the
-  device step. An exception in `source` is re-raised here; leaving the loop early stops the thread.
+  The Rust tokenizer and XLA release the GIL, so tokenizing and packing the next window overlaps
+  the device step (the main thread mostly waits on the device). An exception in `source` is
+  re-raised here; leaving the loop early stops the thread.
   """
   slots: queue.Queue = queue.Queue(maxsize=depth)
   stop = threading.Event()

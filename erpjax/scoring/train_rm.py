@@ -317,8 +317,18 @@ def _adamw(learning_rate: float, warmup_fraction: float, weight_decay: float,
   warmup = int(warmup_fraction * total_steps)
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, learning_rate, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1))
-  return optax.adamw(schedule, weight_decay=weight_decay,
-                     mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
+  return optax.adamw(schedule, weight_decay=weight_decay, mask=decay_mask)
+
+
+def decay_mask(params):
+  """True for weights and embeddings; False for biases and LayerNorm scales, by name (the stacked
+  layers' biases are [L, D], so their rank does not tell)."""
+
+  def decays(path, _) -> bool:
+    name = next(str(k.key) for k in reversed(path) if isinstance(k, jax.tree_util.DictKey))
+    return not (name.endswith("bias") or name == "scale")
+
+  return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def evaluate(model: nnx.Module, batches: Sequence[PairBatch]) -> dict[str, float]:
