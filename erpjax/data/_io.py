@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from erpjax.data._errors import DataError
+from erpjax.data._jsonl import jsonl_records
 from erpjax.data._schema import RewardSamples, RoutingDataset
 
 FORMATS = ("parquet", "jsonl")
@@ -186,33 +187,23 @@ def _read_table(folder: pathlib.Path, table: str) -> _Table:
 def _read_jsonl(path: pathlib.Path, fields: tuple[_Field, ...]) -> _Table:
   values: dict[str, list] = {field.name: [] for field in fields}
   rows = []
-  with open(path, encoding="utf-8") as f:
-    for row, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON: {e.msg} (column {e.colno})", file=path, row=row) from e
-      if not isinstance(record, dict):
-        raise DataError(f"expected a JSON object, found {type(record).__name__}",
-                        file=path, row=row)
-      for field in fields:
-        if field.name not in record:
-          if field.required:
-            raise DataError("missing required field", file=path, row=row, field=field.name)
-          value = field.default
-        else:
-          value = record[field.name]
-        if value is None and not field.nullable:
-          raise DataError("missing required field (null)", file=path, row=row, field=field.name)
-        if not _is_kind(value, field):
-          raise DataError(
-              f"expected {_describe(field)}, found {type(value).__name__} {value!r:.40}",
-              file=path, row=row, field=field.name,
-          )
-        values[field.name].append(value)
-      rows.append(row)
+  for row, record in jsonl_records(path):
+    for field in fields:
+      if field.name not in record:
+        if field.required:
+          raise DataError("missing required field", file=path, row=row, field=field.name)
+        value = field.default
+      else:
+        value = record[field.name]
+      if value is None and not field.nullable:
+        raise DataError("missing required field (null)", file=path, row=row, field=field.name)
+      if not _is_kind(value, field):
+        raise DataError(
+            f"expected {_describe(field)}, found {type(value).__name__} {value!r:.40}",
+            file=path, row=row, field=field.name,
+        )
+      values[field.name].append(value)
+    rows.append(row)
   arrow_type = {"str": pa.string(), "float": pa.float64()}
   columns = {
       field.name: pa.chunked_array([pa.array(values[field.name], arrow_type[field.kind])])

@@ -26,6 +26,7 @@ import numpy as np
 
 from erpjax import paths
 from erpjax.data._errors import DataError
+from erpjax.data._jsonl import jsonl_records
 from erpjax.data._schema import RewardSamples, RoutingDataset
 from erpjax.data._splits import overlap_of_texts, resolve_overlap
 
@@ -247,18 +248,11 @@ def _read_prices(path: pathlib.Path, models: tuple[str, ...]) -> np.ndarray:
 def _categories(path: pathlib.Path, questions: Sequence[str], notes: list[str]) -> list[str | None]:
   """The task of each question from the query file; None where absent or ambiguous."""
   tasks: dict[str, set[str]] = collections.defaultdict(set)
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON: {e.msg}", file=path, row=number) from e
-      for field in ("query", "task_name"):
-        if not isinstance(record.get(field), str):
-          raise DataError("missing or not a string", file=path, row=number, field=field)
-      tasks[record["query"]].add(record["task_name"])
+  for number, record in jsonl_records(path):
+    for field in ("query", "task_name"):
+      if not isinstance(record.get(field), str):
+        raise DataError("missing or not a string", file=path, row=number, field=field)
+    tasks[record["query"]].add(record["task_name"])
   found = [tasks.get(q, set()) for q in questions]
   unjoined = sum(not names for names in found)
   ambiguous = [sorted(names) for names in found if len(names) > 1]

@@ -9,7 +9,6 @@ category). The prompt is the first user turn. Files are Hugging Face Parquet sha
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import pathlib
@@ -19,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from erpjax.data._errors import DataError
+from erpjax.data._jsonl import jsonl_records
 from erpjax.data._schema import RewardSamples, RoutingDataset
 
 _USER_ROLES = ("human", "user")
@@ -89,17 +89,7 @@ def _records(file: pathlib.Path) -> Iterator[tuple[int, dict]]:
         row += 1
         yield row, record
     return
-  with open(file, encoding="utf-8") as f:
-    for row, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON: {e.msg}", file=file, row=row) from e
-      if not isinstance(record, dict):
-        raise DataError("expected a JSON object", file=file, row=row)
-      yield row, record
+  yield from jsonl_records(file)
 
 
 def _first_user_turn(record: dict, file: pathlib.Path, row: int) -> str:
