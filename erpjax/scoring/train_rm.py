@@ -78,7 +78,7 @@ class TrainRMConfig:
   epochs: int = 1
   tokens_per_step: int = 4096
   max_segments: int = 16
-  learning_rate: float = 1e-4
+  learning_rate: float = 3e-4
   warmup_fraction: float = 0.1
   weight_decay: float = 0.01
   checkpoint_every: int = 10
