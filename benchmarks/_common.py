@@ -9,7 +9,7 @@ import os
 import pathlib
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
@@ -49,6 +49,26 @@ def time_interleaved(runs: Mapping[str, Callable[[], Any]], repeats: int) -> dic
       start = time.perf_counter()
       run()
       times[name].append(time.perf_counter() - start)
+  return times
+
+
+def time_interleaved_steps(steps: Mapping[str, Sequence[Callable[[], Any]]],
+                           repeats: int) -> dict[str, list[float]]:
+  """Like `time_interleaved`, but each run is a sequence of steps (e.g. batches) and the
+  contenders take turns step by step (a0, b0, a1, b1, ...): on a machine shared with other jobs
+  whose load changes within a run, both sides see the same load. Returns, per contender, the
+  wall seconds of each whole run (the sum of its steps)."""
+  times: dict[str, list[float]] = {name: [] for name in steps}
+  for _ in range(repeats):
+    totals = dict.fromkeys(steps, 0.0)
+    for i in range(max(len(s) for s in steps.values())):
+      for name, sequence in steps.items():
+        if i < len(sequence):
+          start = time.perf_counter()
+          sequence[i]()
+          totals[name] += time.perf_counter() - start
+    for name, total in totals.items():
+      times[name].append(total)
   return times
 
 

@@ -9,8 +9,12 @@ matmuls in bf16 instead, against the same float32 peer), from text to normalized
 Same batch size, same max length, same number of CPU threads (the process is pinned to
 `--threads` CPUs, torch.set_num_threads, and XLA's pool follows the pinning; the thread counts are
 read back from /proc and printed). Throughput counts real (non-pad) tokens. Each side is warmed up
-(erpjax compiles one program per bucket it needs), then the two are timed in turns `--repeats`
-times and the medians compared.
+(erpjax compiles one program per bucket it needs), then timed `--repeats` times; the medians are
+compared. The machine may be shared with other jobs, so the two sides take turns:
+  --interleave batch (default): batch by batch. Each side still runs its own batches (erpjax its
+    length buckets, the peer its own length-sorted groups of --batch-size, each an `encode` call
+    of one batch), so both see the same load even when it changes within a run;
+  --interleave run: whole `encode(all prompts)` calls in turn.
 
 The last line printed is one JSON object with erpjax_tokens_per_s, peer_tokens_per_s, ratio
 (erpjax / peer) and the settings.
@@ -59,6 +63,7 @@ def main() -> None:
   parser.add_argument("--attention", default="xla", help="erpjax_kernels.attention implementation")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="erpjax's compute dtype (the peer is always float32)")
+  parser.add_argument("--interleave", default="batch", choices=("batch", "run"))
   parser.add_argument("--xla-defaults", action="store_true",
                       help="compile erpjax with XLA's default options, not cpu_compiler_options")
   args = parser.parse_args()
@@ -96,13 +101,33 @@ def main() -> None:
   warm_up_s = time.perf_counter() - start
   peer.encode(warm, batch_size=args.batch_size)
 
-  outputs = {}
-  runs = {
-      "erpjax": lambda: outputs.__setitem__("erpjax", encoder.encode(prompts, progress=False)),
-      "peer": lambda: outputs.__setitem__("peer", peer.encode(
-          prompts, batch_size=args.batch_size, convert_to_numpy=True)),
-  }
-  times = _common.time_interleaved(runs, args.repeats)
+  if args.interleave == "run":
+    outputs = {}
+    times = _common.time_interleaved({
+        "erpjax": lambda: outputs.__setitem__("erpjax", encoder.encode(prompts, progress=False)),
+        "peer": lambda: outputs.__setitem__("peer", peer.encode(
+            prompts, batch_size=args.batch_size, convert_to_numpy=True)),
+    }, args.repeats)
+    erpjax_out, peer_out = outputs["erpjax"], outputs["peer"]
+  else:
+    erpjax_out = np.zeros((len(prompts), encoder.dim), np.float32)
+    peer_out = np.zeros_like(erpjax_out)
+    # sentence-transformers sorts by text length (characters), longest first.
+    peer_order = np.argsort([-len(p) for p in prompts], kind="stable")
+    peer_groups = [peer_order[i:i + args.batch_size]
+                   for i in range(0, len(prompts), args.batch_size)]
+
+    def erpjax_step(rows):
+      erpjax_out[rows] = encoder.encode([prompts[i] for i in rows], progress=False)
+
+    def peer_step(rows):
+      peer_out[rows] = peer.encode([prompts[i] for i in rows], batch_size=args.batch_size,
+                                   convert_to_numpy=True)
+
+    times = _common.time_interleaved_steps({
+        "erpjax": [lambda rows=b.rows: erpjax_step(rows) for b in batches],
+        "peer": [lambda rows=g: peer_step(rows) for g in peer_groups],
+    }, args.repeats)
   xla_threads = _common.thread_counts(("tf_XLAEigen",))["tf_XLAEigen"]
   erpjax_tps = tokens / _common.median(times["erpjax"])
   peer_tps = tokens / _common.median(times["peer"])
@@ -117,7 +142,7 @@ def main() -> None:
       "erpjax_tokens_per_s": round(erpjax_tps, 1),
       "peer_tokens_per_s": round(peer_tps, 1),
       "ratio": round(erpjax_tps / peer_tps, 3),
-      "max_abs_diff": float(np.abs(outputs["erpjax"] - outputs["peer"]).max()),
+      "max_abs_diff": float(np.abs(erpjax_out - peer_out).max()),
       "num_prompts": len(prompts),
       "real_tokens": tokens,
       "erpjax_padding_fraction": round(1 - tokens / slots, 4),
@@ -129,6 +154,7 @@ def main() -> None:
       "torch_threads": torch.get_num_threads(),
       "xla_eigen_threads": xla_threads,
       "repeats": args.repeats,
+      "interleave": args.interleave,
       "erpjax_seconds": [round(t, 3) for t in times["erpjax"]],
       "peer_seconds": [round(t, 3) for t in times["peer"]],
       "erpjax_warm_up_seconds": round(warm_up_s, 1),

@@ -18,12 +18,14 @@ from erpjax.encode import (
   PromptEncoder,
   SentenceConfig,
   _encoder,
+  batch_shapes,
   default_buckets,
   default_model_dir,
   encode_cached,
   make_batches,
   text_key,
 )
+from erpjax.encode._buckets import batch_rows
 from erpjax.models import bert
 
 WORDS = [f"w{i}" for i in range(100)]
@@ -75,11 +77,16 @@ def test_default_buckets():
 def test_batches_are_sorted_padded_to_buckets_and_cover_every_row():
   ids = [[1] * n for n in (5, 17, 3, 40, 33, 9, 9)]
   batches = make_batches(ids, batch_size=3, buckets=(8, 16, 32, 48))
-  assert [b.tokens.shape for b in batches] == [(3, 48), (3, 16), (3, 8)]
+  assert [b.tokens.shape for b in batches] == [(3, 48), (3, 16), (1, 8)]
   assert [b.rows.tolist() for b in batches] == [[3, 4, 1], [5, 6, 0], [2]]
   assert [b.num_tokens for b in batches] == [90, 23, 3]
-  last = batches[-1]
-  assert last.mask[0].sum() == 3 and not last.mask[1:].any()  # filler rows are empty
+  last = make_batches(ids[:6], batch_size=4, buckets=(8, 16, 32, 48))[-1]
+  assert last.tokens.shape == (2, 8) and last.rows.tolist() == [0, 2]
+  last = make_batches(ids, batch_size=4, buckets=(8, 16, 32, 48))[-1]
+  assert last.tokens.shape == (4, 16) and last.rows.tolist() == [6, 0, 2]
+  assert last.mask[2].sum() == 3 and not last.mask[3].any()  # filler rows are empty
+  assert [batch_rows(n, 64) for n in (1, 2, 3, 17, 33, 64, 100)] == [1, 2, 4, 32, 64, 64, 64]
+  assert batch_shapes(6, (8, 16)) == {(r, t) for r in (1, 2, 4, 6) for t in (8, 16)}
   with pytest.raises(ValueError, match=r"lengths must lie in \[1, 48\]"):
     make_batches([[1] * 49], 2, (48,))
 
@@ -110,8 +117,10 @@ def test_compiled_shapes_are_bounded_by_buckets(tiny_dir):
     lengths = np.random.default_rng(seed).integers(0, 60, 25)
     out = encoder.encode(_texts(lengths, seed), progress=False)
     assert out.shape == (25, bert.TINY.hidden_size) and out.dtype == np.float32
-  assert set(encoder.compiled_shapes) <= {(4, b) for b in encoder.buckets}
-  assert len(encoder.compiled_shapes) == len(encoder.buckets) == 2
+  # 25 texts in batches of 4: six full batches and a last one of 1 row.
+  assert {(4, b) for b in encoder.buckets} <= set(encoder.compiled_shapes)
+  assert set(encoder.compiled_shapes) <= batch_shapes(4, encoder.buckets)
+  assert len(batch_shapes(4, encoder.buckets)) == 3 * len(encoder.buckets) == 6
   assert encoder.encode([], progress=False).shape == (0, bert.TINY.hidden_size)
 
 

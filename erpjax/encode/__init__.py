@@ -2,6 +2,7 @@
 
 # Length buckets: [batch, bucket] batches, so few programs are compiled.
 from erpjax.encode._buckets import Batch as Batch
+from erpjax.encode._buckets import batch_shapes as batch_shapes
 from erpjax.encode._buckets import default_buckets as default_buckets
 from erpjax.encode._buckets import make_batches as make_batches
 

@@ -1,9 +1,11 @@
 """Length bucketing: few compiled shapes, little padding.
 
 Texts are sorted by token count (longest first, as sentence-transformers does) and cut into groups
-of `batch_size`; each group is padded to the smallest bucket length that holds its longest text,
-and the last group is filled with empty rows. Every batch is therefore [batch_size, bucket], so an
-encoder compiles at most one program per bucket, whatever the texts.
+of `batch_size`; each group is padded to the smallest bucket length that holds its longest text.
+A last, smaller group gets the next power of two rows (empty filler rows after its texts), so one
+text costs a [1, bucket] batch, not a [batch_size, bucket] one. Batch shapes therefore come from
+`batch_shapes(batch_size, buckets)`, a fixed set whatever the texts: an encoder compiles at most
+that many programs.
 """
 
 import dataclasses
@@ -29,12 +31,27 @@ def default_buckets(max_length: int, smallest: int = 32) -> tuple[int, ...]:
   return tuple(sorted({n for n in lengths if n < max_length} | {max_length}))
 
 
+def batch_rows(num_texts: int, batch_size: int) -> int:
+  """Rows of a group of `num_texts` <= batch_size texts: batch_size, or for a smaller (last)
+  group the next power of two."""
+  if num_texts >= batch_size:
+    return batch_size
+  return min(batch_size, 1 << (num_texts - 1).bit_length())
+
+
+def batch_shapes(batch_size: int, buckets: Sequence[int]) -> set[tuple[int, int]]:
+  """Every [rows, length] shape `make_batches` can produce."""
+  rows = {batch_rows(n, batch_size) for n in range(1, batch_size + 1)}
+  return {(r, length) for r in rows for length in buckets}
+
+
 @dataclasses.dataclass(frozen=True)
 class Batch:
   """One padded batch.
 
   Attributes:
-    tokens: int32[B, T] token ids, 0 after each row's end.
+    tokens: int32[B, T] token ids, 0 after each row's end; B is the batch size, or a power of two
+      for a last, smaller group.
     mask: bool[B, T], True on real tokens.
     rows: int[b] positions in the input of the first b <= B rows; the rest are filler.
   """
@@ -50,7 +67,7 @@ class Batch:
 
 def make_batches(token_ids: Sequence[Sequence[int]], batch_size: int,
                  buckets: Sequence[int]) -> list[Batch]:
-  """Sorts, groups and pads `token_ids` into [batch_size, bucket] batches (longest first).
+  """Sorts, groups and pads `token_ids` into [rows, bucket] batches (longest first).
 
   Raises:
     ValueError: a sequence is empty or longer than the largest bucket (truncate first).
@@ -68,8 +85,9 @@ def make_batches(token_ids: Sequence[Sequence[int]], batch_size: int,
   for start in range(0, len(order), batch_size):
     rows = order[start:start + batch_size]
     width = int(buckets[np.searchsorted(buckets, lengths[rows[0]])])
-    tokens = np.zeros((batch_size, width), np.int32)
-    mask = np.zeros((batch_size, width), bool)
+    shape = (batch_rows(len(rows), batch_size), width)
+    tokens = np.zeros(shape, np.int32)
+    mask = np.zeros(shape, bool)
     for i, row in enumerate(rows):
       tokens[i, :lengths[row]] = token_ids[row]
       mask[i, :lengths[row]] = True

@@ -130,8 +130,9 @@ def _files_digest(paths: Sequence[pathlib.Path]) -> str:
 class PromptEncoder:
   """A BERT sentence encoder: `encode(texts)` -> float32[N, D] embeddings, rows in input order.
 
-  Batches are [batch_size, bucket] (see `erpjax.encode.default_buckets`), so at most one program
-  per bucket (and batch size) is compiled, whatever the texts.
+  Batches are [batch_size, bucket] (see `erpjax.encode.default_buckets`), a last smaller group
+  [power of two, bucket], so the programs compiled are at most `batch_shapes(batch_size,
+  buckets)`, whatever the texts.
   """
 
   def __init__(self, model: bert.BertModel, tokenizer: Tokenizer, *, name: str,
