@@ -327,7 +327,9 @@ def load_state(abstract: ModuleT, checkpoint: Mapping[str, np.ndarray], key_map:
       missing = np.argwhere(~assigned[path]).tolist()
       raise CheckpointError(f"parameter {path!r} slices {missing} are not assigned")
   for path, variable in variables.items():
-    variable.set_value(jnp.asarray(buffers[path]))
+    # Popping frees each host buffer once it is on the device: peak memory is one model plus one
+    # parameter, not two models.
+    variable.set_value(jnp.asarray(buffers.pop(path)))
   return nnx.merge(graphdef, state)
 
 
