@@ -283,7 +283,7 @@ class ScoringEngine:
     shard_ids: list[str] = []
     shard_values: list[np.ndarray] = []
     bar = tqdm.tqdm(total=len(items) - len(done), unit="seq", disable=not self.config.progress,
-                    desc=f"scoring {pathlib.Path(self.name).name}")
+                    desc=f"scoring {'/'.join(pathlib.Path(self.name).parts[-2:])}")
     with bar:
       for batch, values, ends_window in self._run(windows):
         num_tokens += batch.num_tokens
