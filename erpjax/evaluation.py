@@ -10,8 +10,7 @@ import numpy as np
 
 from erpjax import eval as ev
 from erpjax.config import RunConfig
-from erpjax.estimate import estimate_expected_rewards
-from erpjax.pipeline import FittedERP, complete_prompts, fit_and_predict, reward_model_index
+from erpjax.pipeline import FittedERP, complete_prompts, fit_and_predict
 
 ERP = "ERP"
 # Routers whose utilities are predicted rewards (Zooter's are log-probabilities, random's noise).
@@ -33,8 +32,7 @@ def default_peers(seed: int = 0) -> list[ev.PeerRouter]:
 
 def peer_router_utilities(fit: FittedERP, peers: list[ev.PeerRouter]) -> dict[str, np.ndarray]:
   """{name: [N_test, M] utilities} of each peer fit on the train prompts that have every reward."""
-  rm = reward_model_index(fit.train, fit.router.spec.reward_model)
-  train, train_rewards = complete_prompts(fit.train, estimate_expected_rewards(fit.train).of(rm))
+  train, train_rewards = complete_prompts(fit.train, fit.train_rewards)
   keep = np.isin(fit.train.prompt_ids, train.prompt_ids)
   train_data = ev.RouterData(fit.train_embeddings[keep], train.costs, train_rewards,
                              _categories(train.categories))

@@ -114,6 +114,7 @@ class FittedERP:
     router: the fitted router.
     train, test: the splits (test restricted to prompts with a reward for every LLM).
     train_embeddings, test_embeddings: [N, D] prompt embeddings.
+    train_rewards: [N_train, M] estimated expected rewards the heads were fit on (NaN: no samples).
     test_rewards: [N_test, M] observed expected rewards (the mean of the test samples).
     test_predicted: [N_test, M] the router's predictions.
     test_call_costs: [N_test, M] observed cost per call (NaN where unknown).
@@ -124,6 +125,7 @@ class FittedERP:
   test: RoutingDataset
   train_embeddings: np.ndarray
   test_embeddings: np.ndarray
+  train_rewards: np.ndarray
   test_rewards: np.ndarray
   test_predicted: np.ndarray
   test_call_costs: np.ndarray
@@ -145,9 +147,10 @@ def fit_and_predict(config: RunConfig, *, encoder=None, progress: bool = True) -
   encoder = encoder if encoder is not None else load_encoder(config.encoder)
   train_embeddings = embed(encoder, train.prompts, config.encoder, progress=progress)
   test_embeddings = embed(encoder, test.prompts, config.encoder, progress=progress)
+  train_rewards = estimate_expected_rewards(train).of(rm)
   router = fit_router(
       train_embeddings,
-      estimate_expected_rewards(train).of(rm),
+      train_rewards,
       train.costs,
       llms=train.llms,
       encoder=encoder.identifier,
@@ -161,6 +164,7 @@ def fit_and_predict(config: RunConfig, *, encoder=None, progress: bool = True) -
       test=test,
       train_embeddings=train_embeddings,
       test_embeddings=test_embeddings,
+      train_rewards=train_rewards,
       test_rewards=test_rewards,
       test_predicted=np.asarray(router.predict(test_embeddings)),
       test_call_costs=mean_call_costs(test),

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from erpjax.estimate import estimate_expected_rewards
 from erpjax.eval import frontier, metrics, plots
 from erpjax.files import atomic_write, atomic_write_text
-from erpjax.pipeline import FittedERP, reward_model_index
+from erpjax.pipeline import FittedERP
 from erpjax.routing import cost_weight_for_budget, cost_weight_grid, route
 
 
@@ -93,9 +92,7 @@ def summarize(
   """Measures the fitted router on the test split."""
   costs = fit.test.costs
   r2 = metrics.r2(fit.test_predicted, fit.test_rewards, axis=0)
-  train_rewards = estimate_expected_rewards(fit.train).of(
-      reward_model_index(fit.train, fit.router.spec.reward_model))
-  best_single = int(np.nanargmax(np.nanmean(train_rewards, axis=0)))
+  best_single = int(np.nanargmax(np.nanmean(fit.train_rewards, axis=0)))
   n = fit.test.num_prompts
   results = [
       _routed("ERP (lambda=0)", np.asarray(route(fit.test_predicted, costs, 0.0)), fit),
