@@ -1,4 +1,7 @@
-"""Test session setup: 8 emulated CPU devices (so sharded code runs on every test run) and no hub."""
+"""Test session setup: 8 emulated CPU devices and no hub.
+
+The emulated devices make sharded code run on every test run.
+"""
 
 import os
 

@@ -12,16 +12,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
 from erpjax_kernels import attention
+from flax import nnx
 
 from erpjax import sharding as sh
 from erpjax.models import _layers, classifiers, deberta
 from erpjax.models._registry import load_reward_model
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-4
 # Mixed lengths; the longest exceeds the tiny DeBERTa's bucketed span so relative distances clip.

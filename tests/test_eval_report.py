@@ -1,4 +1,7 @@
-"""The evaluation report on random data: files, strict JSON, and values equal to the metric functions."""
+"""The evaluation report on random data.
+
+Checks the files, strict JSON, and values equal to the metric functions.
+"""
 
 import json
 import math
@@ -29,7 +32,8 @@ def _data(call_costs: bool) -> tuple[dict, report.EvalSet]:
   utilities = {
       "erp": np.clip(rewards + rng.normal(0, 0.4, (N, M)), 0, 1),
       "knn": rng.random((N, M)),
-      "random": peers.RandomRouter(seed=1).utilities(peers.RouterData(np.zeros((N, 1)), route_costs)),
+      "random": peers.RandomRouter(seed=1).utilities(
+          peers.RouterData(np.zeros((N, 1)), route_costs)),
       "always large": peers.SingleLLM(3).utilities(peers.RouterData(np.zeros((N, 1)), route_costs)),
   }
   return utilities, data
@@ -57,12 +61,14 @@ def test_write_report_files_and_values(tmp_path, call_costs):
   result = _strict_json((out / "metrics.json").read_text())
   assert result == written
   assert result["lambdas"] == pytest.approx(lambdas.tolist())
-  assert set(result["routers"]) == {"erp", "knn", "random", "always large", "oracle", "erp (permuted)"}
+  assert set(result["routers"]) == {
+      "erp", "knn", "random", "always large", "oracle", "erp (permuted)"}
 
   single_cost, single_reward = fr.single_llm_points(data.rewards, data.route_costs, data.call_costs)
   interval = fr.default_interval(single_cost)
   assert result["cost_interval"] == pytest.approx([interval.lo, interval.hi])
-  assert result["weak_llm"] == "tiny" and result["strong_llm"] == LLMS[int(np.argmax(single_reward))]
+  assert result["weak_llm"] == "tiny"
+  assert result["strong_llm"] == LLMS[int(np.argmax(single_reward))]
   for name, u in {**utilities, "oracle": data.rewards}.items():
     r = result["routers"][name]
     f = fr.sweep(u, data.rewards, data.route_costs, lambdas, data.call_costs)
@@ -103,7 +109,8 @@ def test_write_report_files_and_values(tmp_path, call_costs):
   # The permuted router sends the same number of prompts to each LLM as ERP at every λ.
   permuted = result["routers"]["erp (permuted)"]
   if not call_costs:
-    assert permuted["frontier"]["cost"] == pytest.approx(result["routers"]["erp"]["frontier"]["cost"])
+    assert permuted["frontier"]["cost"] == pytest.approx(
+        result["routers"]["erp"]["frontier"]["cost"])
 
   md = (out / "report.md").read_text()
   for name in result["routers"]:

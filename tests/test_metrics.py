@@ -1,4 +1,7 @@
-"""Metrics and frontier area metrics on small cases computed by hand (the arithmetic is in comments)."""
+"""Metrics and frontier area metrics on small cases computed by hand.
+
+The arithmetic is in comments.
+"""
 
 import math
 
@@ -94,7 +97,8 @@ def test_route_trades_utility_against_cost():
   # λ = 0.3: row 0 compares 0.7 with 0.8.
   np.testing.assert_array_equal(fr.route(u, costs, 0.3), [1, 1])
   # Exact ties go to the cheaper LLM, as ERP routes.
-  np.testing.assert_array_equal(fr.route(np.array([[1.0, 1.0, 0.0]]), np.array([2.0, 1.0, 0.5]), 0.0), [1])
+  np.testing.assert_array_equal(
+      fr.route(np.array([[1.0, 1.0, 0.0]]), np.array([2.0, 1.0, 0.5]), 0.0), [1])
 
 
 def test_sweep_measures_each_lambda():

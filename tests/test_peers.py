@@ -72,7 +72,8 @@ def test_category_best_picks_the_right_llm_per_category():
   np.testing.assert_allclose(u[0], TRAIN.rewards.mean(axis=0))
   np.testing.assert_allclose(u[1], TRAIN.rewards[TRAIN.categories == "topic0"].mean(axis=0))
   no_categories = peers.RouterData(TEST.embeddings[:2], COSTS)
-  np.testing.assert_allclose(router.utilities(no_categories), np.tile(TRAIN.rewards.mean(0), (2, 1)))
+  np.testing.assert_allclose(router.utilities(no_categories),
+                             np.tile(TRAIN.rewards.mean(0), (2, 1)))
 
 
 @pytest.mark.parametrize("index", [0, 2])

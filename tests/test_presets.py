@@ -175,7 +175,10 @@ def test_tiny_gemma2_sharded_over_a_mesh_matches_one_device():
   tokens = jnp.asarray(rng.integers(1, 128, segment_ids.shape), jnp.int32)
   batch = (tokens, segment_ids, decoder.positions_from_segments(segment_ids),
            decoder.last_token_index(segment_ids, 2))
-  forward = lambda state, *batch: nnx.merge(graphdef, state)(*batch)
+
+  def forward(state, *batch):
+    return nnx.merge(graphdef, state)(*batch)
+
   expected = jax.jit(forward)(state, *batch)
 
   mesh = sharding.make_mesh(model_parallel=2)

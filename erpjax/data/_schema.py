@@ -142,7 +142,10 @@ class RoutingDataset:
     return len(self.llms)
 
   def select_prompts(self, keep: np.ndarray, *, note: str | None = None) -> RoutingDataset:
-    """The dataset restricted to prompts `keep` ([N] bool mask or [N'] int rows), samples remapped."""
+    """The dataset restricted to prompts `keep` ([N] bool mask or [N'] int rows).
+
+    Samples are remapped to the kept prompts.
+    """
     keep = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
     new_row = np.full(self.num_prompts, -1, np.int64)
     new_row[keep] = np.arange(len(keep))

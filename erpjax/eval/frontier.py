@@ -105,7 +105,9 @@ def sweep(utilities, rewards, route_costs, lambdas, call_costs=None) -> Frontier
   return measure(choices, lambdas, rewards, route_costs, call_costs)
 
 
-def lambda_grid(utilities: Iterable[np.ndarray], costs, num: int = 50, span: float = 1e4) -> np.ndarray:
+def lambda_grid(
+    utilities: Iterable[np.ndarray], costs, num: int = 50, span: float = 1e4
+) -> np.ndarray:
   """A λ grid `[num]` shared by routers: 0, then `num - 1` log-spaced values up to 1.01·λ_max.
 
   λ_max is the largest `erpjax.routing.max_useful_cost_weight` of the routers, the λ from which
@@ -185,7 +187,8 @@ def nondecreasing_hull(cost, reward) -> Hull:
   """
   cost, reward = np.asarray(cost, dtype=np.float64), np.asarray(reward, dtype=np.float64)
   if cost.shape != reward.shape or cost.ndim != 1 or cost.size == 0:
-    raise ValueError(f"need equal non-empty [P] arrays, got cost {cost.shape}, reward {reward.shape}")
+    raise ValueError(
+        f"need equal non-empty [P] arrays, got cost {cost.shape}, reward {reward.shape}")
   if not (np.all(np.isfinite(cost)) and np.all(np.isfinite(reward))):
     raise ValueError("cost and reward must be finite")
   # Sort by cost, best reward first among equal costs, and keep that best one.
@@ -198,7 +201,8 @@ def nondecreasing_hull(cost, reward) -> Hull:
     # Pop the last vertex while it lies on or below the chord from its predecessor to point k.
     while len(hull) >= 2:
       a, b = hull[-2], hull[-1]
-      cross = (cost[b] - cost[a]) * (reward[k] - reward[a]) - (reward[b] - reward[a]) * (cost[k] - cost[a])
+      cross = ((cost[b] - cost[a]) * (reward[k] - reward[a])
+               - (reward[b] - reward[a]) * (cost[k] - cost[a]))
       if cross < 0:
         break
       hull.pop()
@@ -249,7 +253,8 @@ def aiq(hull: Hull, interval: CostInterval) -> AIQ:
   of the router family and [c_min, c_max] the explicit `interval`."""
   if not interval.hi > interval.lo:
     return AIQ(math.nan, interval, 0.0, f"empty cost interval [{interval.lo}, {interval.hi}]")
-  return AIQ(hull.mean(interval.lo, interval.hi), interval, hull.uncovered(interval.lo, interval.hi))
+  return AIQ(hull.mean(interval.lo, interval.hi), interval,
+             hull.uncovered(interval.lo, interval.hi))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,7 +306,8 @@ def gap_recovery(hull: Hull, single_cost, single_reward, levels=(0.5, 0.8)) -> G
   nan_cpt = {float(p): math.nan for p in levels}
   if not r_strong > r_weak:
     return GapRecovery(weak, strong, math.nan, nan_cpt, 0.0,
-                       "the cheapest LLM is also the best: PGR's denominator r_strong - r_weak is 0")
+                       "the cheapest LLM is also the best: "
+                       "PGR's denominator r_strong - r_weak is 0")
   if not c_strong > c_weak:
     return GapRecovery(weak, strong, math.nan, nan_cpt, 0.0,
                        "the best LLM costs no more than the cheapest: the cost interval is empty")

@@ -97,7 +97,10 @@ def rankdata(x) -> np.ndarray:
 def spearman(pred, rewards, axis: int | None = None):
   """Spearman correlation: Pearson on average ranks (ties share their mean rank)."""
   p, r = _columns(pred, rewards, axis)
-  rank = lambda a: np.stack([rankdata(col) for col in a.T], axis=1)
+
+  def rank(a):
+    return np.stack([rankdata(col) for col in a.T], axis=1)
+
   return _squeeze(_pearson_columns(rank(p), rank(r)), axis)
 
 

@@ -197,7 +197,8 @@ class KNNRouter:
 
   def __post_init__(self):
     if self.k < 1 or self.batch_size < 1:
-      raise ValueError(f"need k >= 1 and batch_size >= 1, got k={self.k}, batch_size={self.batch_size}")
+      raise ValueError(
+          f"need k >= 1 and batch_size >= 1, got k={self.k}, batch_size={self.batch_size}")
 
   def fit(self, train: RouterData) -> "KNNRouter":
     rewards = train.labeled_rewards()

@@ -41,7 +41,9 @@ class EvalSet:
   llm_names: Sequence[str] | None = None
 
   def __post_init__(self):
-    set_ = lambda name, value: object.__setattr__(self, name, value)
+    def set_(name, value):
+      object.__setattr__(self, name, value)
+
     set_("rewards", np.asarray(self.rewards, dtype=np.float64))
     set_("route_costs", np.asarray(self.route_costs, dtype=np.float64))
     n, m = self.rewards.shape if self.rewards.ndim == 2 else (None, None)
@@ -50,7 +52,8 @@ class EvalSet:
                        f"{self.route_costs.shape}")
     # A missing reward (NaN) would make the reward of a routing unknown: drop such prompts first.
     if not np.all(np.isfinite(self.rewards)):
-      raise ValueError("rewards must be finite; drop prompts with missing rewards before evaluating")
+      raise ValueError(
+          "rewards must be finite; drop prompts with missing rewards before evaluating")
     if self.call_costs is not None:
       set_("call_costs", np.asarray(self.call_costs, dtype=np.float64))
       if self.call_costs.shape != (n, m):
@@ -114,7 +117,9 @@ def _family_metrics(f: fr.Frontier, single_cost, single_reward, interval: fr.Cos
   aiq = fr.aiq(hull, interval)
   gap = fr.gap_recovery(hull, single_cost, single_reward, levels)
   out = {
-      "frontier": {"cost": f.cost.tolist(), "reward": f.reward.tolist(), "regret": f.regret.tolist()},
+      "frontier": {
+          "cost": f.cost.tolist(), "reward": f.reward.tolist(), "regret": f.regret.tolist()
+      },
       "hull": {"cost": hull.cost.tolist(), "reward": hull.reward.tolist()},
       "aiq": aiq.value,
       "aiq_uncovered": aiq.uncovered,
@@ -257,7 +262,8 @@ def markdown(result: dict) -> str:
     lines += [f"| {n} | " + " | ".join(_fmt(p["r2_per_llm"][m]) for m in result["llms"]) + " |"
               for n, p in predictors.items()]
     lines.append("")
-  lines += ["## Single LLMs", "", "| LLM | cost | reward | regret | top-1 |", "|---|---|---|---|---|"]
+  lines += ["## Single LLMs", "", "| LLM | cost | reward | regret | top-1 |",
+            "|---|---|---|---|---|"]
   lines += [f"| {n} | {_fmt(s['cost'])} | {_fmt(s['reward'])} | {_fmt(s['regret'])} | "
             f"{_fmt(s['top1'])} |" for n, s in result["single_llms"].items()]
   return "\n".join(lines) + "\n"

@@ -137,7 +137,8 @@ class Zooter:
 
   def __post_init__(self):
     if self.hidden < 0 or not self.temperature > 0:
-      raise ValueError(f"need hidden >= 0 and temperature > 0, got {self.hidden}, {self.temperature}")
+      raise ValueError(
+          f"need hidden >= 0 and temperature > 0, got {self.hidden}, {self.temperature}")
 
   def fit(self, train: RouterData) -> "Zooter":
     rewards = train.labeled_rewards()

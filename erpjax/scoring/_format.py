@@ -107,7 +107,8 @@ class DialogueFormatter:
   name: str = "dialogue"
 
   def __call__(self, prompts, responses, max_length):
-    texts = [dialogue(prompt, response) for prompt, response in zip(prompts, responses, strict=True)]
+    texts = [dialogue(prompt, response)
+             for prompt, response in zip(prompts, responses, strict=True)]
     return Tokenized(self.encode(texts, max_length))
 
   def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:

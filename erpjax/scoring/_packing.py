@@ -118,7 +118,8 @@ def first_fit_decreasing(lengths: np.ndarray, capacity: int, max_segments: int) 
     The item indices of each row, longest first within a row.
   """
   if len(lengths) and (lengths.max() > capacity or lengths.min() < 1):
-    raise ValueError(f"item lengths must lie in [1, {capacity}], got {lengths.min()}..{lengths.max()}")
+    raise ValueError(f"item lengths must lie in [1, {capacity}], "
+                     f"got {lengths.min()}..{lengths.max()}")
   free = np.zeros(len(lengths), np.int64)  # Free slots of each open row (N rows at most).
   count = np.zeros(len(lengths), np.int64)
   rows: list[list[int]] = []

@@ -5,9 +5,9 @@ A scoring job writes into one folder:
   scores-000000.parquet   columns `id` (string) and `score` (float32; a fixed-size list of
   scores-000001.parquet   float32 when the model has several labels), one row per scored item
 Each file is written under a temporary name and renamed (`erpjax.files.atomic_write`), so a shard
-either exists whole or not at all, whenever the process dies. The shard files are the record of what is done;
-the manifest describes the job and is rewritten after each shard. A restarted job reads the ids of
-the existing shards and scores only the others.
+either exists whole or not at all, whenever the process dies. The shard files are the record of
+what is done; the manifest describes the job and is rewritten after each shard. A restarted job
+reads the ids of the existing shards and scores only the others.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class Scores:
   def as_dict(self) -> dict[str, float]:
     """id -> score, for single-label models."""
     if self.values.shape[1] != 1:
-      raise ValueError(f"as_dict needs one label per item, these scores have {self.values.shape[1]}")
+      raise ValueError(
+          f"as_dict needs one label per item, these scores have {self.values.shape[1]}")
     return dict(zip(self.ids, self.values[:, 0].tolist()))
 
 

@@ -457,7 +457,8 @@ def train_reward_model(config: TrainRMConfig, *, progress: bool = True) -> Train
   start_time = time.perf_counter()
   output = pathlib.Path(config.output_dir).absolute()
   base = pathlib.Path(config.base_model) if config.base_model else default_base_model()
-  data_dir = pathlib.Path(config.data_dir) if config.data_dir else shared_data_dir() / "hh_rlhf_test"
+  data_dir = (pathlib.Path(config.data_dir) if config.data_dir
+              else shared_data_dir() / "hh_rlhf_test")
   formatter = DialogueFormatter(transformers.AutoTokenizer.from_pretrained(base))
 
   pairs, identical = read_hh_pairs(data_dir, config.files)
