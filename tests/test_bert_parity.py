@@ -112,6 +112,24 @@ def test_bfloat16_compute_stays_close_to_float32(tiny_pair):
   assert 0 < np.abs(bf16 - f32).max() < 0.1
 
 
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("packed", [False, True])
+def test_output_rows_equal_the_full_output_at_those_rows(num_layers, packed):
+  """The last layer computed for a few rows only gives those rows of the full computation."""
+  import dataclasses
+
+  from erpjax.models import _layers
+
+  model = bert.BertModel(dataclasses.replace(bert.TINY, num_layers=num_layers), rngs=nnx.Rngs(3))
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.integers(1, 128, (2, 12)), jnp.int32)
+  segments = jnp.asarray([[1] * 5 + [2] * 6 + [0], [1] * 12], jnp.int32)
+  mask = _layers.segment_mask(segments, causal=False) if packed else segments > 0
+  rows = jnp.asarray([[0, 5], [0, 7]], jnp.int32)
+  full = _layers.take_rows(model(tokens, mask), rows)
+  np.testing.assert_allclose(model(tokens, mask, output_index_bs=rows), full, atol=1e-6, rtol=0)
+
+
 def test_config_from_hf_and_validation():
   hf = {"model_type": "bert", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
         "num_attention_heads": 2, "intermediate_size": 16}

@@ -9,7 +9,6 @@ norms or a missing feature change the scores by far more than the 1e-4 tolerance
 import functools
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -85,11 +84,12 @@ def _padded(sequences, side: str):
   return tokens, mask
 
 
-def _save_family(name: str, folder, **save_options):
+def _save_family(name: str, folder, num_layers: int = 3, **save_options):
   """A randomized torch model of the family, saved to `folder`; returns (folder, model)."""
   config_cls, model_cls, extra = FAMILIES[name]
   torch.manual_seed(0)
-  model = model_cls(config_cls(**{**_COMMON, **extra})).eval()
+  config = config_cls(**{**_COMMON, **extra, "num_hidden_layers": num_layers})
+  model = model_cls(config).eval()
   _randomize(model, seed=1)
   model.save_pretrained(folder, safe_serialization=True, **save_options)
   return folder, model
@@ -148,6 +148,17 @@ def test_packed_sequences_score_as_alone(family, sequences):
   for row, pack in enumerate(PACKS):
     for s, i in enumerate(pack):
       assert abs(got[row, s] - ref[i]) <= TOL, f"{name}: row {row} segment {s + 1}"
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma2"])
+def test_one_layer_model_matches(name, tmp_path, sequences):
+  """A single layer is both the first and the last (score-rows-only) layer."""
+  folder, model = _save_family(name, tmp_path, num_layers=1)
+  tokens, mask = _padded(sequences, "right")
+  with torch.no_grad():
+    ref = model(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask)).logits
+  got = _run(load_reward_model(folder), tokens, mask)[:, 0]
+  np.testing.assert_allclose(got, ref.numpy()[:, 0], atol=TOL, rtol=0)
 
 
 def test_sharded_checkpoint_loads(tmp_path, sequences):

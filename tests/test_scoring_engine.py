@@ -1,4 +1,5 @@
-"""Scoring engine: packing layout, packed == unpacked scores, bounded compiles, sharding, folders."""
+"""Scoring engine: packing layout, packed == unpacked scores, bounded compiles, sharding, folders,
+copies."""
 
 import json
 import pathlib
@@ -286,6 +287,25 @@ def test_stale_temporary_files_are_removed_and_duplicates_detected(tmp_path, mod
   (tmp_path / "a" / "scores-000099.parquet").write_bytes(shard.read_bytes())
   with pytest.raises(scoring.ScoreFolderError, match="scored twice"):
     scoring.read_scores(tmp_path / "a")
+
+
+def test_identical_pairs_share_one_forward_pass(tmp_path, model, formatter):
+  items = make_items(6, seed=10)
+  # Two copies of item 1 and one of item 4, one of them in a later window.
+  copies = [("copy-a", *items[1][1:]), ("copy-b", *items[4][1:]), ("copy-c", *items[1][1:])]
+  scorer = engine(model, formatter, lengths=(256,), tokens_per_batch=1024, window=4)
+  summary = scorer.score(items + copies, tmp_path / "deduped")
+  assert summary.num_copies == 3
+  got = scoring.read_scores(tmp_path / "deduped").as_dict()
+  assert len(got) == 9
+  assert got["copy-a"] == got["copy-c"] == got[items[1][0]]
+  assert got["copy-b"] == got[items[4][0]]
+  # Without dedupe every item runs through the model, for the same scores.
+  plain = engine(model, formatter, lengths=(256,), tokens_per_batch=1024, window=4,
+                 dedupe=False).score(items + copies, tmp_path / "plain")
+  assert plain.num_copies == 0 and plain.num_tokens > summary.num_tokens
+  want = scoring.read_scores(tmp_path / "plain").as_dict()
+  np.testing.assert_allclose([got[i] for i in want], list(want.values()), atol=1e-5, rtol=0)
 
 
 def test_multi_label_scores_round_trip(tmp_path, formatter):

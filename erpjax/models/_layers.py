@@ -95,6 +95,26 @@ class Embedder(nnx.Module):
     return x_btd
 
 
+def take_rows(x_btd: jax.Array, index_bs: jax.Array) -> jax.Array:
+  """[B, T, ...] rows at int[B, S] indices -> [B, S, ...] (e.g. each packed sequence's score
+  token)."""
+  index = index_bs.reshape(index_bs.shape + (1,) * (x_btd.ndim - 2))
+  return jnp.take_along_axis(x_btd, index, axis=1)
+
+
+def split_last_layer(layers: nnx.Module) -> tuple[nnx.Module | None, nnx.Module]:
+  """Stacked layers ([L, ...] parameters, as `nnx.vmap` builds them) -> the first L-1 (still
+  stacked; None when L = 1) and the last one (unstacked).
+
+  Models that score a few tokens per row run the last layer on those rows only.
+  """
+  graphdef, stacked = nnx.split(layers)
+  last = nnx.merge(graphdef, jax.tree.map(lambda x: x[-1], stacked))
+  if jax.tree.leaves(stacked)[0].shape[0] == 1:
+    return None, last
+  return nnx.merge(graphdef, jax.tree.map(lambda x: x[:-1], stacked)), last
+
+
 def segment_mask(segment_ids_bt: jax.Array, *, causal: bool) -> jax.Array:
   """bool[B, T, S]: query t may attend to key s (same non-pad segment, and s <= t if causal).
 
@@ -127,7 +147,8 @@ def dot_product_attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Arra
     q_btnh, k_bskh, v_bskh: queries [B, T, N, H], keys and values [B, S, K, H].
     mask_bts: bool[B, T, S], True where query t may attend to key s. Fully masked query rows
       (padding) give finite garbage, never NaN, so they cannot poison other rows.
-    scale: multiplies the logits (transformers: head_dim**-0.5, Gemma 2: query_pre_attn_scalar**-0.5).
+    scale: multiplies the logits (transformers: head_dim**-0.5; Gemma 2:
+      query_pre_attn_scalar**-0.5).
     softcap: if set, logits -> softcap * tanh(logits / softcap) before masking (Gemma 2).
     implementation: "jnp" (the reference, in float32) or "jax_nn" (`jax.nn.dot_product_attention`,
       which may pick a fused kernel; it has no soft-capping).

@@ -153,19 +153,21 @@ class SelfAttention(nnx.Module):
                                     jnp.float32)
     self.out_bias = _layers.param(zeros, rngs, (d,), (sh.EMBED,), jnp.float32)
 
-  def __call__(self, x_btd: jax.Array, mask_bt: jax.Array) -> jax.Array:
-    """float32[B, T, D], bool[B, T] key mask or bool[B, T, T] mask -> float32[B, T, D].
+  def __call__(self, x_qd: jax.Array, x_btd: jax.Array, mask: jax.Array) -> jax.Array:
+    """Attention of queries from float32[B, Q, D] (Q = T: every token) over the keys and values
+    of float32[B, T, D] -> float32[B, Q, D], before the residual.
 
-    The result is before the residual.
+    `mask` is bool[B, T] (key padding) or bool[B, Q, T] (query q may attend key t).
     """
-    q_btnh, k_btnh, v_btnh = (
-        (_matmul("BTD,DNH->BTNH", x_btd, kernel, self.dtype) + bias[...]).astype(self.dtype)
-        for kernel, bias in ((self.query_kernel, self.query_bias),
-                             (self.key_kernel, self.key_bias),
-                             (self.value_kernel, self.value_bias)))
-    out_btnh = attention_kernels.dot_product_attention(
-        q_btnh, k_btnh, v_btnh, mask_bt, implementation=self.implementation)
-    return _matmul("BTNH,NHD->BTD", out_btnh, self.out_kernel, self.dtype) + self.out_bias[...]
+    def project(x, kernel, bias):
+      return (_matmul("BTD,DNH->BTNH", x, kernel, self.dtype) + bias[...]).astype(self.dtype)
+
+    q_bqnh = project(x_qd, self.query_kernel, self.query_bias)
+    k_btnh = project(x_btd, self.key_kernel, self.key_bias)
+    v_btnh = project(x_btd, self.value_kernel, self.value_bias)
+    out_bqnh = attention_kernels.dot_product_attention(
+        q_bqnh, k_btnh, v_btnh, mask, implementation=self.implementation)
+    return _matmul("BTNH,NHD->BTD", out_bqnh, self.out_kernel, self.dtype) + self.out_bias[...]
 
 
 class FeedForward(nnx.Module):
@@ -196,9 +198,17 @@ class Layer(nnx.Module):
     self.ffn = FeedForward(cfg, rngs=rngs)
     self.ffn_norm = _layer_norm(cfg.hidden_size, cfg.layer_norm_eps, rngs)
 
-  def __call__(self, x_btd: jax.Array, mask_bt: jax.Array) -> jax.Array:
-    x_btd = self.attention_norm(x_btd + self.attention(x_btd, mask_bt))
-    return self.ffn_norm(x_btd + self.ffn(x_btd))
+  def __call__(self, x_btd: jax.Array, mask: jax.Array,
+               query_index_bs: jax.Array | None = None) -> jax.Array:
+    """float32[B, T, D] -> float32[B, T, D], or with int[B, S] `query_index_bs` only those
+    rows' outputs, float32[B, S, D] (the attention still reads every token).
+
+    `mask` is bool[B, T] (key padding), or bool[B, T, T], or bool[B, S, T] with
+    `query_index_bs` (query may attend key).
+    """
+    x_qd = x_btd if query_index_bs is None else _layers.take_rows(x_btd, query_index_bs)
+    x_qd = self.attention_norm(x_qd + self.attention(x_qd, x_btd, mask))
+    return self.ffn_norm(x_qd + self.ffn(x_qd))
 
 
 class Embeddings(nnx.Module):
@@ -246,7 +256,8 @@ class BertModel(nnx.Module):
 
   def __call__(self, tokens_bt: jax.Array, mask_bt: jax.Array,
                token_types_bt: jax.Array | None = None,
-               positions_bt: jax.Array | None = None) -> jax.Array:
+               positions_bt: jax.Array | None = None,
+               output_index_bs: jax.Array | None = None) -> jax.Array:
     """Encodes a right- or left-padded batch, or rows of packed sequences.
 
     Args:
@@ -255,9 +266,12 @@ class BertModel(nnx.Module):
         bool[B, T, T], true where query t may attend key s (packed sequences).
       token_types_bt: int[B, T] segment ids; zeros when None.
       positions_bt: int[B, T] position of each token in its sequence; 0..T-1 when None.
+      output_index_bs: int[B, S], the only rows of the output to compute (e.g. the [CLS] token
+        of each packed sequence); None = all.
 
     Returns:
-      float32[B, T, D] last hidden state (padding positions hold finite garbage).
+      float32[B, T, D] last hidden state (padding positions hold finite garbage), or its rows at
+      `output_index_bs`, float32[B, S, D].
     """
     limit = self.config.max_position_embeddings - self.config.position_offset
     if tokens_bt.shape[1] > limit:
@@ -273,7 +287,17 @@ class BertModel(nnx.Module):
     def run_layers(x_btd: jax.Array, layer: Layer) -> jax.Array:
       return layer(x_btd, mask_bt)
 
-    return run_layers(x_btd, self.layers)
+    if output_index_bs is None:
+      return run_layers(x_btd, self.layers)
+    # The last layer only computes the requested rows: it still needs every token's keys and
+    # values, but its queries, output projection and feed-forward block run on S rows instead
+    # of T (5/6 of a layer: 14% of MiniLM-L6's matmul work when scoring [CLS] tokens).
+    first, last = _layers.split_last_layer(self.layers)
+    if first is not None:
+      x_btd = run_layers(x_btd, first)
+    if mask_bt.ndim == 3:
+      mask_bt = _layers.take_rows(mask_bt, output_index_bs)
+    return last(x_btd, mask_bt, output_index_bs)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -52,9 +52,8 @@ class ClassificationHead(nnx.Module):
                                   in_names=(sh.EMBED,), out_names=(sh.LABELS,), use_bias=True,
                                   dtype=dtype, rngs=rngs)
 
-  def __call__(self, x_btd: jax.Array, score_index_bs: jax.Array) -> jax.Array:
-    """Hidden states [B,T,D], int32[B,S] row indices -> float32[B,S,L]."""
-    x_bsd = jnp.take_along_axis(x_btd, score_index_bs[:, :, None], axis=1)
+  def __call__(self, x_bsd: jax.Array) -> jax.Array:
+    """Hidden states [B,S,D] of the S score tokens of each row -> float32[B,S,L]."""
     return self.out(self.activation(self.dense(x_bsd))).astype(jnp.float32)
 
 
@@ -149,8 +148,9 @@ class BertClassifier(nnx.Module):
       token_types_bt: int32[B,T] text-pair token types; zeros if None.
     """
     mask_btt = _layers.segment_mask(segment_ids_bt, causal=False)
-    x_btd = self.encoder(tokens_bt, mask_btt, token_types_bt, positions_bt)
-    return self.head(x_btd, score_index_bs)
+    x_bsd = self.encoder(tokens_bt, mask_btt, token_types_bt, positions_bt,
+                         output_index_bs=score_index_bs)
+    return self.head(x_bsd)
 
 
 def hf_key_map(cfg: BertClassifierConfig) -> _hf.KeyMap:

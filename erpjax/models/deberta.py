@@ -369,7 +369,7 @@ class DebertaV2ForSequenceClassification(nnx.Module):
         whose type_vocab_size is 0).
     """
     x_btd = self.encoder(tokens_bt, segment_ids_bt, positions_bt, token_types_bt)
-    return self.head(x_btd, score_index_bs)
+    return self.head(_layers.take_rows(x_btd, score_index_bs))
 
 
 def _layer_rules(cfg: DebertaV2Config) -> list[_hf.KeyRule]:

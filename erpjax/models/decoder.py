@@ -30,7 +30,8 @@ from flax import nnx
 from erpjax import sharding
 from erpjax.models import _hf
 from erpjax.models._layers import (ATTENTION_IMPLS, AttentionImpl, Embedder, Projection, RMSNorm,
-                                   dot_product_attention, segment_mask, window_mask)
+                                   dot_product_attention, segment_mask, split_last_layer, take_rows,
+                                   window_mask)
 from erpjax.models._registry import register_reward_model
 from erpjax.models.rope import RopeConfig, apply_rope, inverse_frequencies, rotation
 
@@ -278,17 +279,24 @@ class Attention(nnx.Module):
     else:
       self.q_norm = self.k_norm = None
 
-  def __call__(self, x_btd: jax.Array, mask_btt: jax.Array, cos_btf: jax.Array,
-               sin_btf: jax.Array) -> jax.Array:
-    """[B, T, D] -> [B, T, D]; `mask_btt` already holds segments, causality and the window."""
-    q_btnh, k_btkh, v_btkh = self.q(x_btd), self.k(x_btd), self.v(x_btd)
+  def __call__(self, x_btd: jax.Array, mask: jax.Array, cos_btf: jax.Array, sin_btf: jax.Array,
+               query_index_bs: jax.Array | None = None) -> jax.Array:
+    """[B, T, D] -> [B, T, D], or with int[B, S] `query_index_bs` only those rows, [B, S, D].
+
+    `mask` (bool[B, T, T], or [B, S, T] with `query_index_bs`) already holds segments,
+    causality and the window.
+    """
+    cos_qf, sin_qf, x_qd = cos_btf, sin_btf, x_btd
+    if query_index_bs is not None:
+      cos_qf, sin_qf, x_qd = (take_rows(a, query_index_bs) for a in (cos_btf, sin_btf, x_btd))
+    q_bqnh, k_btkh, v_btkh = self.q(x_qd), self.k(x_btd), self.v(x_btd)
     if self.q_norm is not None:
-      q_btnh, k_btkh = self.q_norm(q_btnh), self.k_norm(k_btkh)
-    q_btnh = apply_rope(q_btnh, cos_btf, sin_btf)
+      q_bqnh, k_btkh = self.q_norm(q_bqnh), self.k_norm(k_btkh)
+    q_bqnh = apply_rope(q_bqnh, cos_qf, sin_qf)
     k_btkh = apply_rope(k_btkh, cos_btf, sin_btf)
-    o_btnh = dot_product_attention(q_btnh, k_btkh, v_btkh, mask_btt, scale=self.scale,
+    o_bqnh = dot_product_attention(q_bqnh, k_btkh, v_btkh, mask, scale=self.scale,
                                    softcap=self.softcap, implementation=self.attention_impl)
-    return self.out(o_btnh)
+    return self.out(o_bqnh)
 
 
 class GatedMLP(nnx.Module):
@@ -326,9 +334,13 @@ class Block(nnx.Module):
     else:
       self.post_attn_norm = self.post_ffw_norm = None
 
-  def __call__(self, x_btd: jax.Array, mask_btt: jax.Array, cos_btf: jax.Array,
-               sin_btf: jax.Array) -> jax.Array:
-    h_btd = self.attn(self.pre_attn_norm(x_btd), mask_btt, cos_btf, sin_btf)
+  def __call__(self, x_btd: jax.Array, mask: jax.Array, cos_btf: jax.Array, sin_btf: jax.Array,
+               query_index_bs: jax.Array | None = None) -> jax.Array:
+    """[B, T, D] -> [B, T, D], or only the rows `query_index_bs` [B, S]: [B, S, D] (see
+    `Attention`)."""
+    h_btd = self.attn(self.pre_attn_norm(x_btd), mask, cos_btf, sin_btf, query_index_bs)
+    if query_index_bs is not None:
+      x_btd = take_rows(x_btd, query_index_bs)
     if self.post_attn_norm is not None:
       h_btd = self.post_attn_norm(h_btd)
     x_btd = x_btd + h_btd
@@ -355,8 +367,8 @@ class DecoderRewardModel(nnx.Module):
       raise ValueError("attention logit soft-capping needs attention_impl='jnp'")
     self.config = config
     self.dtype = dtype
-    self.embedder = Embedder(config.vocab_size, config.embed_dim,
-                             multiplier=config.embed_dim ** 0.5 if config.scale_embeddings else None,
+    multiplier = config.embed_dim ** 0.5 if config.scale_embeddings else None
+    self.embedder = Embedder(config.vocab_size, config.embed_dim, multiplier=multiplier,
                              dtype=dtype, rngs=rngs)
 
     @nnx.split_rngs(splits=config.num_layers)
@@ -389,16 +401,24 @@ class DecoderRewardModel(nnx.Module):
     mask_btt = segment_mask(segment_ids_bt, causal=True)
     cos_btf, sin_btf = rotation(positions_bt, inverse_frequencies(c.head_dim, c.rope))
 
+    def layer_mask(window):
+      if not c.sliding_layers:
+        return mask_btt
+      return mask_btt & window_mask(positions_bt, window)
+
     @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=nnx.Carry,
               transform_metadata={nnx.PARTITION_NAME: sharding.LAYERS})
     def run_layers(x_btd, block: Block, window):
-      layer_mask = mask_btt if not c.sliding_layers else (
-          mask_btt & window_mask(positions_bt, window))
-      return block(x_btd, layer_mask, cos_btf, sin_btf)
+      return block(x_btd, layer_mask(window), cos_btf, sin_btf)
 
-    x_btd = run_layers(x_btd, self.layers, jnp.asarray(c.layer_windows()))
-    # The head reads S tokens per row, so the final norm (per token) runs on those only.
-    h_bsd = jnp.take_along_axis(x_btd, score_index_bs[:, :, None], axis=1)
+    # The head reads S tokens per row, so the last layer computes those rows only (its keys and
+    # values still cover every token), and so does the final norm.
+    windows = jnp.asarray(c.layer_windows())
+    first, last = split_last_layer(self.layers)
+    if first is not None:
+      x_btd = run_layers(x_btd, first, windows[:-1])
+    last_mask = take_rows(layer_mask(windows[-1]), score_index_bs)
+    h_bsd = last(x_btd, last_mask, cos_btf, sin_btf, score_index_bs)
     return self.score(self.final_norm(h_bsd))
 
 

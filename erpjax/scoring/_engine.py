@@ -59,12 +59,15 @@ class ScoringConfig:
     lengths: bucket row lengths; the longest is the truncation length.
     tokens_per_batch: token slots per batch (rows = tokens_per_batch // length).
     max_segments: most sequences packed into one row (1 = bucketing without packing).
-    window: items tokenized, packed and scored together and written as one Parquet shard; a
-      larger window packs tighter, a smaller one loses less work to a kill.
+    window: distinct pairs tokenized, packed and scored together and written as one Parquet
+      shard; a larger window packs tighter, a smaller one loses less work to a kill.
     prefetch: batches prepared ahead of the device.
     dtype: "float32" or "bfloat16" parameters and activations (scores are float32 either way).
     model_parallel: devices per model copy on the mesh's "model" axis; the rest split the batch.
     progress: show a tqdm progress bar.
+    dedupe: score each distinct (prompt, response) once and give every item with that text its
+      score. Sampled responses repeat (short answers, multiple-choice letters): 55% of
+      routerbench_subset's pairs are copies of another.
     compiler_options: XLA options of the scoring step; None = `erpjax.encode.CPU_COMPILER_OPTIONS`
       on CPU (faster reductions there), none elsewhere.
   """
@@ -77,6 +80,7 @@ class ScoringConfig:
   dtype: Literal["float32", "bfloat16"] = "float32"
   model_parallel: int = 1
   progress: bool = True
+  dedupe: bool = True
   compiler_options: Mapping[str, Any] | None = None
 
   def __post_init__(self):
@@ -96,7 +100,8 @@ class ScoringSummary:
   Attributes:
     num_items: input items.
     num_skipped: items already scored in the folder (by an earlier, interrupted run).
-    num_tokens: real tokens scored by this call.
+    num_copies: items given the score of an identical (prompt, response) without a forward pass.
+    num_tokens: real tokens run through the model by this call.
     num_slots: token slots of the batches run (real tokens + padding).
     seconds: wall time of the call.
     batch_shapes: the distinct (rows, length) batch shapes run.
@@ -104,6 +109,7 @@ class ScoringSummary:
 
   num_items: int
   num_skipped: int
+  num_copies: int
   num_tokens: int
   num_slots: int
   seconds: float
@@ -246,10 +252,12 @@ class ScoringEngine:
   ) -> ScoringSummary:
     """Scores `items` into Parquet shards in `folder`, skipping ids already scored there.
 
-    Items are cut into windows of `config.window` in input order; a window is tokenized, packed
-    and scored together and written as one shard. Killed at any point and called again with the
-    same items and config, the job ends with exactly one score per id, each computed in the same
-    batch as in an uninterrupted run. Read the result with `read_scores(folder)`.
+    Items with the same (prompt, response) share one forward pass (`config.dedupe`). The distinct
+    pairs are cut into windows of `config.window` in input order; a window is tokenized, packed
+    and scored together and written as one shard, with the copies' scores. Killed at any point
+    and called again with the same items and config, the job ends with exactly one score per id,
+    each computed in the same batch as in an uninterrupted run. Read the result with
+    `read_scores(folder)`.
 
     Args:
       items: (id, prompt, response) with unique ids.
@@ -273,12 +281,19 @@ class ScoringEngine:
     if foreign:
       raise ScoreFolderError(f"{folder} holds scores of {len(foreign)} ids not in this input, "
                              f"e.g. {sorted(foreign)[:3]}")
+    if self.config.dedupe:
+      distinct, copies = _group_copies(items)
+    else:
+      distinct, copies = items, {}
+    # Windows are cut from the input order of all distinct pairs, done or not, so a resumed job
+    # packs each window it still has to score exactly as an uninterrupted one would.
     size = self.config.window
-    windows = [[item for item in items[i:i + size] if item.id not in done]
-               for i in range(0, len(items), size)]
+    windows = [[item for item in distinct[i:i + size]
+                if not done.issuperset([item.id, *copies.get(item.id, ())])]
+               for i in range(0, len(distinct), size)]
     windows = [window for window in windows if window]
 
-    num_tokens = num_slots = 0
+    num_tokens = num_slots = num_copies = 0
     shapes: set[tuple[int, int]] = set()
     shard_ids: list[str] = []
     shard_values: list[np.ndarray] = []
@@ -289,19 +304,21 @@ class ScoringEngine:
         num_tokens += batch.num_tokens
         num_slots += batch.num_slots
         shapes.add(batch.shape)
-        shard_ids.extend(batch.ids)
-        shard_values.append(values)
+        ids, rows = _fan_out(batch.ids, copies, done)
+        num_copies += len(set(ids).difference(batch.ids))
+        shard_ids.extend(ids)
+        shard_values.append(values[rows])
         if ends_window:
           path = store.write(shard_ids, np.concatenate(shard_values))
           shard_ids.clear()
           shard_values.clear()
           if on_shard is not None:
             on_shard(path)
-        bar.update(len(batch.ids))
+        bar.update(len(ids))
         bar.set_postfix(tok_per_s=f"{num_tokens / (time.perf_counter() - start):,.0f}",
                         refresh=False)
     store.finish(len(items))
-    return ScoringSummary(len(items), len(done), num_tokens, num_slots,
+    return ScoringSummary(len(items), len(done), num_copies, num_tokens, num_slots,
                           time.perf_counter() - start, tuple(sorted(shapes)))
 
   def _run(self, windows: Sequence[Sequence[ScoreItem]]
@@ -333,6 +350,32 @@ class ScoringEngine:
       for i, batch in enumerate(batches):
         yield (batch, jax.device_put(batch.model_inputs(), self._batch_sharding),
                i == len(batches) - 1)
+
+
+def _group_copies(items: Sequence[ScoreItem]
+                  ) -> tuple[list[ScoreItem], dict[str, list[str]]]:
+  """The first item of each distinct (prompt, response) in input order, and for each of those the
+  ids of the later items with the same text (its copies)."""
+  first: dict[tuple[str, str], ScoreItem] = {}
+  copies: dict[str, list[str]] = {}
+  for item in items:
+    scored = first.setdefault((item.prompt, item.response), item)
+    if scored is not item:
+      copies.setdefault(scored.id, []).append(item.id)
+  return list(first.values()), copies
+
+
+def _fan_out(scored_ids: Sequence[str], copies: Mapping[str, Sequence[str]], done: set[str]
+             ) -> tuple[list[str], list[int]]:
+  """The ids to write for a batch, and for each the row of `scored_ids` whose score it takes:
+  every scored id and its copies, less those a shard already holds (written by an earlier run)."""
+  ids, rows = [], []
+  for row, scored in enumerate(scored_ids):
+    for item_id in (scored, *copies.get(scored, ())):
+      if item_id not in done:
+        ids.append(item_id)
+        rows.append(row)
+  return ids, rows
 
 
 def _collect(batch: Batch, scores_bsl: jax.Array, ends_window: bool
