@@ -159,6 +159,27 @@ def cmd_route(args) -> int:
   return 0
 
 
+def cmd_score(args) -> int:
+  """Scores every response of a dataset folder with a reward model; writes the dataset with it
+  added as one more reward model."""
+  from erpjax import data
+  from erpjax.scoring import ScoringConfig, ScoringEngine, score_dataset
+
+  dataset = data.read_dataset(args.input)
+  output = pathlib.Path(args.output)
+  scores = pathlib.Path(args.scores) if args.scores else output.with_name(output.name + ".scores")
+  lengths = tuple(n for n in (128, 256, 512) if n < args.max_length) + (args.max_length,)
+  config = ScoringConfig(lengths=lengths, dtype=args.dtype, dedupe=not args.no_dedupe)
+  engine = ScoringEngine.from_pretrained(args.model, config)
+  scored, summary = score_dataset(dataset, engine, scores, name=args.name)
+  data.write_dataset(scored, output)
+  print(f"{summary.num_items} responses: {summary.num_skipped} scored by an earlier run, "
+        f"{summary.num_copies} copies of another, {summary.num_tokens:,} tokens run in "
+        f"{summary.seconds:.1f} s ({summary.tokens_per_s:,.0f}/s)")
+  print(f"wrote {output} (reward models: {', '.join(scored.reward_models)}); scores in {scores}")
+  return 0
+
+
 def _encoder_args(parser) -> None:
   parser.add_argument("--encoder", default=None,
                       help="HF folder of a BERT-family sentence encoder "
@@ -201,6 +222,23 @@ def build_parser() -> argparse.ArgumentParser:
   # `train-rm` has its own parser (erpjax.scoring.train_rm.main); `main` hands its arguments over.
   sub.add_parser("train-rm", help="train a Bradley-Terry reward model on HH-RLHF pairs "
                  "(see `erpjax train-rm --help`)")
+
+  p = sub.add_parser("score", help="score a dataset's responses with a reward model "
+                     "(resumable), adding it to the dataset's reward models")
+  p.add_argument("input", help="dataset folder (docs/data_format.md) whose samples have responses")
+  p.add_argument("--model", required=True, help="HF folder of a reward model")
+  p.add_argument("--output", "-o", required=True, help="dataset folder to write")
+  p.add_argument("--name", default="reward_model", help="the new reward model's name")
+  p.add_argument("--scores", default=None,
+                 help="score folder; a killed run restarted with it resumes "
+                 "(default: <output>.scores)")
+  p.add_argument("--max-length", type=int, default=512,
+                 help="tokens per (prompt, response), the longest bucket; longer pairs are "
+                 "truncated as the model's formatter does")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--no-dedupe", action="store_true",
+                 help="run identical (prompt, response) pairs through the model each time")
+  p.set_defaults(func=cmd_score)
 
   p = sub.add_parser("embed", help="embed prompts to Parquet")
   p.add_argument("input", help="dataset folder, prompts .jsonl/.parquet, or .txt (one per line)")

@@ -71,3 +71,26 @@ def test_run_scores_responses_then_fits_on_the_reward_models_rewards(
   again = pipeline.fit_and_predict(config, progress=False)
   np.testing.assert_array_equal(again.test_rewards, fit.test_rewards)
   assert "scored test: ScoringSummary(num_items=54, num_skipped=54" in caplog.text
+
+
+def test_score_command_adds_the_reward_model_to_a_dataset(tmp_path, tiny_reward_model, capsys):
+  from erpjax import cli
+  from erpjax.data import read_dataset
+
+  data = _split("train", 5, np.random.default_rng(1))
+  # Two LLMs giving the same answer: one forward pass, one score.
+  responses = list(data.samples.response)
+  responses[2] = responses[0]
+  data = dataclasses.replace(data, samples=dataclasses.replace(data.samples, response=responses))
+  write_dataset(data, tmp_path / "in")
+  argv = ["score", str(tmp_path / "in"), "--model", str(tiny_reward_model), "--name", "tiny_rm",
+          "--max-length", "128", "-o", str(tmp_path / "out")]
+  assert cli.main(argv) == 0
+  assert "30 responses: 0 scored by an earlier run, 1 copies of another" in capsys.readouterr().out
+  scored = read_dataset(tmp_path / "out")
+  assert scored.reward_models == ("correctness", "tiny_rm")
+  tiny = scored.samples.reward[scored.samples.reward_model_index == 1]
+  assert len(tiny) == 30 and tiny[0] == tiny[2] and len(np.unique(tiny)) == 29
+  # Run again: every response is found in the score folder.
+  assert cli.main(argv) == 0
+  assert "30 responses: 30 scored by an earlier run" in capsys.readouterr().out

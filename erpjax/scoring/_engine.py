@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import erpjax.models  # noqa: F401  # Its __init__ registers the model families.
 from erpjax import sharding
-from erpjax.encode import CPU_COMPILER_OPTIONS
+from erpjax.encode import cpu_compiler_options
 from erpjax.models._hf import read_config
 from erpjax.models._registry import load_reward_model
 from erpjax.scoring._format import Formatter, formatter_for
@@ -68,8 +68,8 @@ class ScoringConfig:
     dedupe: score each distinct (prompt, response) once and give every item with that text its
       score. Sampled responses repeat (short answers, multiple-choice letters): 55% of
       routerbench_subset's pairs are copies of another.
-    compiler_options: XLA options of the scoring step; None = `erpjax.encode.CPU_COMPILER_OPTIONS`
-      on CPU (faster reductions there), none elsewhere.
+    compiler_options: XLA options of the scoring step; None = `erpjax.encode.cpu_compiler_options`
+      of `dtype` on CPU (the fastest measured there), none elsewhere.
   """
 
   lengths: tuple[int, ...] = (128, 256, 512)
@@ -198,7 +198,8 @@ class ScoringEngine:
     # donation (with a warning). Batch buffers are freed once the host drops them after the step.
     compiler_options = config.compiler_options
     if compiler_options is None:
-      compiler_options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else {}
+      compiler_options = (cpu_compiler_options(config.dtype) if jax.default_backend() == "cpu"
+                          else {})
     self._step = jax.jit(
         forward,
         in_shardings=(state_shardings, self._batch_sharding),
