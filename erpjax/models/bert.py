@@ -153,7 +153,7 @@ class SelfAttention(nnx.Module):
                                     jnp.float32)
     self.out_bias = _layers.param(zeros, rngs, (d,), (sh.EMBED,), jnp.float32)
 
-  def __call__(self, x_qd: jax.Array, x_btd: jax.Array, mask: jax.Array) -> jax.Array:
+  def __call__(self, x_bqd: jax.Array, x_btd: jax.Array, mask: jax.Array) -> jax.Array:
     """Attention of queries from float32[B, Q, D] (Q = T: every token) over the keys and values
     of float32[B, T, D] -> float32[B, Q, D], before the residual.
 
@@ -162,7 +162,7 @@ class SelfAttention(nnx.Module):
     def project(x, kernel, bias):
       return (_matmul("BTD,DNH->BTNH", x, kernel, self.dtype) + bias[...]).astype(self.dtype)
 
-    q_bqnh = project(x_qd, self.query_kernel, self.query_bias)
+    q_bqnh = project(x_bqd, self.query_kernel, self.query_bias)
     k_btnh = project(x_btd, self.key_kernel, self.key_bias)
     v_btnh = project(x_btd, self.value_kernel, self.value_bias)
     out_bqnh = attention_kernels.dot_product_attention(
@@ -206,9 +206,9 @@ class Layer(nnx.Module):
     `mask` is bool[B, T] (key padding), or bool[B, T, T], or bool[B, S, T] with
     `query_index_bs` (query may attend key).
     """
-    x_qd = x_btd if query_index_bs is None else _layers.take_rows(x_btd, query_index_bs)
-    x_qd = self.attention_norm(x_qd + self.attention(x_qd, x_btd, mask))
-    return self.ffn_norm(x_qd + self.ffn(x_qd))
+    x_bqd = x_btd if query_index_bs is None else _layers.take_rows(x_btd, query_index_bs)
+    x_bqd = self.attention_norm(x_bqd + self.attention(x_bqd, x_btd, mask))
+    return self.ffn_norm(x_bqd + self.ffn(x_bqd))
 
 
 class Embeddings(nnx.Module):

@@ -286,13 +286,13 @@ class Attention(nnx.Module):
     `mask` (bool[B, T, T], or [B, S, T] with `query_index_bs`) already holds segments,
     causality and the window.
     """
-    cos_qf, sin_qf, x_qd = cos_btf, sin_btf, x_btd
+    cos_bqf, sin_bqf, x_bqd = cos_btf, sin_btf, x_btd
     if query_index_bs is not None:
-      cos_qf, sin_qf, x_qd = (take_rows(a, query_index_bs) for a in (cos_btf, sin_btf, x_btd))
-    q_bqnh, k_btkh, v_btkh = self.q(x_qd), self.k(x_btd), self.v(x_btd)
+      cos_bqf, sin_bqf, x_bqd = (take_rows(a, query_index_bs) for a in (cos_btf, sin_btf, x_btd))
+    q_bqnh, k_btkh, v_btkh = self.q(x_bqd), self.k(x_btd), self.v(x_btd)
     if self.q_norm is not None:
       q_bqnh, k_btkh = self.q_norm(q_bqnh), self.k_norm(k_btkh)
-    q_bqnh = apply_rope(q_bqnh, cos_qf, sin_qf)
+    q_bqnh = apply_rope(q_bqnh, cos_bqf, sin_bqf)
     k_btkh = apply_rope(k_btkh, cos_btf, sin_btf)
     o_bqnh = dot_product_attention(q_bqnh, k_btkh, v_btkh, mask, scale=self.scale,
                                    softcap=self.softcap, implementation=self.attention_impl)
