@@ -40,6 +40,26 @@ def cpu_model() -> str:
   return "unknown"
 
 
+def setup_fields(threads: int, peer_package: str) -> dict[str, Any]:
+  """What every benchmark's result line records of its setup: thread counts as each side sees
+  them (torch's, and XLA:CPU's Eigen pool read back from the process), the CPU and versions.
+
+  Call it after both sides have run (XLA starts its pool on first use)."""
+  import importlib
+
+  import jax
+  import torch
+
+  return {
+      "threads": threads,
+      "torch_threads": torch.get_num_threads(),
+      "xla_eigen_threads": thread_counts(("tf_XLAEigen",))["tf_XLAEigen"],
+      "cpu": cpu_model(),
+      "versions": {"jax": jax.__version__, "torch": torch.__version__,
+                   peer_package: importlib.import_module(peer_package).__version__},
+  }
+
+
 def time_interleaved(runs: Mapping[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
   """Wall seconds of `repeats` calls of each run, taken in turns (a, b, a, b, ...) so that load
   from other processes on a shared machine falls on every contender alike."""

@@ -69,7 +69,6 @@ def main() -> None:
   args = parser.parse_args()
 
   threads = _common.pin_threads(args.threads)
-  import jax
   import numpy as np
   import sentence_transformers
   import torch
@@ -128,12 +127,12 @@ def main() -> None:
         "erpjax": [lambda rows=b.rows: erpjax_step(rows) for b in batches],
         "peer": [lambda rows=g: peer_step(rows) for g in peer_groups],
     }, args.repeats)
-  xla_threads = _common.thread_counts(("tf_XLAEigen",))["tf_XLAEigen"]
+  setup = _common.setup_fields(threads, "sentence_transformers")
   erpjax_tps = tokens / _common.median(times["erpjax"])
   peer_tps = tokens / _common.median(times["peer"])
   slots = sum(b.tokens.size for b in batches)
-  print(f"{len(prompts)} prompts, {tokens} real tokens; threads: torch {torch.get_num_threads()}, "
-        f"XLA Eigen pool {xla_threads}, CPUs {sorted(os.sched_getaffinity(0))}")
+  print(f"{len(prompts)} prompts, {tokens} real tokens; threads: torch {setup['torch_threads']}, "
+        f"XLA Eigen pool {setup['xla_eigen_threads']}, CPUs {sorted(os.sched_getaffinity(0))}")
   print(f"erpjax: {erpjax_tps:,.0f} tokens/s  (runs {[round(t, 2) for t in times['erpjax']]} s; "
         f"warm-up incl. compiling {len(encoder.compiled_shapes)} shapes {warm_up_s:.1f} s)")
   print(f"peer:   {peer_tps:,.0f} tokens/s  (runs {[round(t, 2) for t in times['peer']]} s)")
@@ -150,9 +149,6 @@ def main() -> None:
       "max_length": args.max_length,
       "dtype": args.dtype,
       "peer_dtype": "float32",
-      "threads": threads,
-      "torch_threads": torch.get_num_threads(),
-      "xla_eigen_threads": xla_threads,
       "repeats": args.repeats,
       "interleave": args.interleave,
       "erpjax_seconds": [round(t, 3) for t in times["erpjax"]],
@@ -161,10 +157,8 @@ def main() -> None:
       "compiled_shapes": [list(s) for s in encoder.compiled_shapes],
       "attention": args.attention,
       "compiler_options": encoder.compiler_options,
-      "cpu": _common.cpu_model(),
-      "versions": {"jax": jax.__version__, "torch": torch.__version__,
-                   "sentence_transformers": sentence_transformers.__version__},
       "peer": "sentence_transformers.SentenceTransformer.encode",
+      **setup,
   })
 
 

@@ -203,12 +203,10 @@ def main() -> None:
   args = parser.parse_args()
 
   threads = _common.pin_threads(args.threads)
-  import jax
   import torch
   import transformers
 
   from erpjax import scoring
-  from erpjax.encode import cpu_compiler_options
 
   torch.set_num_threads(threads)
   items = load_pairs(args.pairs, args.sample, args.seed)
@@ -221,14 +219,14 @@ def main() -> None:
     positions = transformers.AutoConfig.from_pretrained(folder).max_position_embeddings
     if args.max_length > positions:
       sys.exit(f"--max-length {args.max_length} exceeds the model's {positions} positions")
-    lengths = tuple(n for n in (64, 128, 256, 512) if n < args.max_length) + (args.max_length,)
     config = scoring.ScoringConfig(
-        lengths=lengths, tokens_per_batch=args.batch_size * 128, dtype=args.dtype,
-        progress=False, compiler_options={} if args.xla_defaults else None)
+        lengths=scoring.bucket_lengths(args.max_length, smallest=64),
+        tokens_per_batch=args.batch_size * 128, dtype=args.dtype, progress=False,
+        compiler_options={} if args.xla_defaults else None)
     engines = {"erpjax": scoring.ScoringEngine.from_pretrained(folder, config),
                "erpjax_no_dedupe": scoring.ScoringEngine.from_pretrained(
                    folder, dataclasses.replace(config, dedupe=False))}
-    peer = Peer(folder, engines["erpjax"].formatter, max(lengths), args.batch_size)
+    peer = Peer(folder, engines["erpjax"].formatter, args.max_length, args.batch_size)
 
     outputs, summaries = {}, {}
 
@@ -245,11 +243,11 @@ def main() -> None:
     times = _common.time_interleaved(runs, args.repeats)
 
   summary, plain = summaries["erpjax"][-1], summaries["erpjax_no_dedupe"][-1]
-  xla_threads = _common.thread_counts(("tf_XLAEigen",))["tf_XLAEigen"]
+  setup = _common.setup_fields(threads, "transformers")
   tokens_per_s = {name: peer.num_tokens / _common.median(t) for name, t in times.items()}
   print(f"{description}: {len(items)} pairs ({args.sample} sampled), {peer.num_tokens} real "
         f"tokens, {summary.num_copies} pairs repeat another; threads: torch "
-        f"{torch.get_num_threads()}, XLA Eigen pool {xla_threads}")
+        f"{setup['torch_threads']}, XLA Eigen pool {setup['xla_eigen_threads']}")
   for name, slots_summary in (("erpjax", summary), ("erpjax_no_dedupe", plain), ("peer", None)):
     padding = (slots_summary.padding_fraction if slots_summary is not None
                else 1 - peer.num_tokens / peer.num_slots)
@@ -282,17 +280,12 @@ def main() -> None:
       "erpjax_batch_shapes": [list(shape) for shape in plain.batch_shapes],
       "dtype": args.dtype,
       "peer_dtype": "float32",
-      "threads": threads,
-      "torch_threads": torch.get_num_threads(),
-      "xla_eigen_threads": xla_threads,
       "repeats": args.repeats,
       "seconds": {name: [round(t, 3) for t in t_list] for name, t_list in times.items()},
       "warm_up_seconds": {name: round(t[0], 1) for name, t in warm_up.items()},
-      "compiler_options": {} if args.xla_defaults else cpu_compiler_options(args.dtype),
-      "cpu": _common.cpu_model(),
-      "versions": {"jax": jax.__version__, "torch": torch.__version__,
-                   "transformers": transformers.__version__},
+      "compiler_options": engines["erpjax"].compiler_options,
       "peer": "transformers.AutoModelForSequenceClassification, length-sorted dynamic padding",
+      **setup,
   })
 
 

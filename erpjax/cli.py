@@ -163,13 +163,13 @@ def cmd_score(args) -> int:
   """Scores every response of a dataset folder with a reward model; writes the dataset with it
   added as one more reward model."""
   from erpjax import data
-  from erpjax.scoring import ScoringConfig, ScoringEngine, score_dataset
+  from erpjax.scoring import ScoringConfig, ScoringEngine, bucket_lengths, score_dataset
 
   dataset = data.read_dataset(args.input)
   output = pathlib.Path(args.output)
   scores = pathlib.Path(args.scores) if args.scores else output.with_name(output.name + ".scores")
-  lengths = tuple(n for n in (128, 256, 512) if n < args.max_length) + (args.max_length,)
-  config = ScoringConfig(lengths=lengths, dtype=args.dtype, dedupe=not args.no_dedupe)
+  config = ScoringConfig(lengths=bucket_lengths(args.max_length), dtype=args.dtype,
+                         dedupe=not args.no_dedupe)
   engine = ScoringEngine.from_pretrained(args.model, config)
   scored, summary = score_dataset(dataset, engine, scores, name=args.name)
   data.write_dataset(scored, output)

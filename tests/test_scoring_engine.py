@@ -119,6 +119,14 @@ def test_pack_moves_short_leftover_rows_into_a_longer_partial_batch():
   assert [b.shape for b in batches] == [(4, 4), (2, 8)]
 
 
+def test_bucket_lengths_double_up_to_the_truncation_length():
+  assert scoring.bucket_lengths(512) == (128, 256, 512)
+  assert scoring.bucket_lengths(300, smallest=64) == (64, 128, 256, 300)
+  assert scoring.bucket_lengths(100) == (100,)
+  with pytest.raises(ValueError, match="positive"):
+    scoring.bucket_lengths(0)
+
+
 def test_buckets_validate():
   with pytest.raises(ValueError, match="ascending"):
     scoring.Buckets(lengths=(8, 4))

@@ -22,7 +22,7 @@ from erpjax.scoring._format import (
 )
 
 # Bucketing and packing.
-from erpjax.scoring._packing import Batch, Buckets, first_fit_decreasing, pack
+from erpjax.scoring._packing import Batch, Buckets, bucket_lengths, first_fit_decreasing, pack
 
 # Score folders.
 from erpjax.scoring._shards import ScoreFolderError, Scores, read_scores

@@ -196,15 +196,18 @@ class ScoringEngine:
     # The batch is not donated: XLA reuses a donated buffer only for an output of the same shape
     # and dtype, and the only output is the float32[B, S, L] scores, so JAX would ignore the
     # donation (with a warning). Batch buffers are freed once the host drops them after the step.
-    compiler_options = config.compiler_options
-    if compiler_options is None:
-      compiler_options = (cpu_compiler_options(config.dtype) if jax.default_backend() == "cpu"
-                          else {})
+    # The XLA options the step is compiled with: the config's, or the default for the backend.
+    if config.compiler_options is not None:
+      self.compiler_options = dict(config.compiler_options)
+    elif jax.default_backend() == "cpu":
+      self.compiler_options = cpu_compiler_options(config.dtype)
+    else:
+      self.compiler_options = {}
     self._step = jax.jit(
         forward,
         in_shardings=(state_shardings, self._batch_sharding),
         out_shardings=sharding.named_sharding(self.mesh, (sharding.BATCH, None, None)),
-        compiler_options=dict(compiler_options),
+        compiler_options=self.compiler_options,
     )
 
   @classmethod

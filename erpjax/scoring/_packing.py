@@ -21,6 +21,21 @@ from erpjax.scoring._format import Tokenized
 ScoreToken = Literal["first", "last"]
 
 
+def bucket_lengths(max_length: int, smallest: int = 128) -> tuple[int, ...]:
+  """Powers of two from `smallest` below `max_length`, then `max_length`: e.g. (128, 256, 512).
+
+  Packed rows are mostly full, so a few doubling lengths hold them with little padding.
+  """
+  if max_length < 1:
+    raise ValueError(f"max_length must be positive, got {max_length}")
+  lengths = []
+  size = smallest
+  while size < max_length:
+    lengths.append(size)
+    size *= 2
+  return (*lengths, max_length)
+
+
 @dataclasses.dataclass(frozen=True)
 class Buckets:
   """The compiled batch shapes.
