@@ -1,7 +1,7 @@
 """Logical axis names, the rules that map them onto a device mesh, and parameter memory plans.
 
-Modules name logical axes only (MaxText `logical_axis_rules`); a rule table maps them to the mesh
-axes of `jax.make_mesh`. Three tables share the names:
+Modules name logical axes only (MaxText `logical_axis_rules`); a rule table maps them to the
+("data", "model") axes of the mesh `make_mesh` builds. Three tables share the names:
 
   REPLICATED_RULES  every parameter on every device; the batch split over "data".
   SCORING_RULES     tensor parallel: heads, MLP and vocabulary split over "model" (Megatron).
