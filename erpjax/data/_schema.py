@@ -8,6 +8,7 @@ K = 32 responses at temperature 1; RouterBench has K = 1.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -140,6 +141,18 @@ class RoutingDataset:
   @property
   def num_llms(self) -> int:
     return len(self.llms)
+
+  def sample_ids(self, rows: np.ndarray) -> list[str]:
+    """Stable ids of samples `rows`: JSON [prompt id, LLM, k], k counting the earlier samples of
+    the same (prompt, LLM) among `rows`. Scores and records are keyed by them."""
+    seen: dict[tuple[int, int], int] = {}
+    ids = []
+    for row in rows:
+      key = (int(self.samples.prompt_index[row]), int(self.samples.llm_index[row]))
+      k = seen.get(key, 0)
+      seen[key] = k + 1
+      ids.append(json.dumps([self.prompt_ids[key[0]], self.llms[key[1]], k]))
+    return ids
 
   def select_prompts(self, keep: np.ndarray, *, note: str | None = None) -> RoutingDataset:
     """The dataset restricted to prompts `keep` ([N] bool mask or [N'] int rows).

@@ -28,4 +28,4 @@ from erpjax.scoring._packing import Batch, Buckets, bucket_lengths, first_fit_de
 from erpjax.scoring._shards import ScoreFolderError, Scores, read_scores
 
 # Routing datasets.
-from erpjax.scoring._dataset import sample_ids, score_dataset
+from erpjax.scoring._dataset import score_dataset

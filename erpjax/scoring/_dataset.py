@@ -9,7 +9,6 @@ reward model `name` (the samples of the existing reward models are kept).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -17,18 +16,6 @@ import numpy as np
 from erpjax.data import DataError, RewardSamples, RoutingDataset
 from erpjax.scoring._engine import ScoreItem, ScoringEngine, ScoringSummary
 from erpjax.scoring._shards import read_scores
-
-
-def sample_ids(data: RoutingDataset, rows: np.ndarray) -> list[str]:
-  """Stable ids of samples `rows`: [prompt id, LLM, k], k counting repeats of (prompt, LLM)."""
-  seen: dict[tuple[int, int], int] = {}
-  ids = []
-  for row in rows:
-    key = (int(data.samples.prompt_index[row]), int(data.samples.llm_index[row]))
-    k = seen.get(key, 0)
-    seen[key] = k + 1
-    ids.append(json.dumps([data.prompt_ids[key[0]], data.llms[key[1]], k]))
-  return ids
 
 
 def score_dataset(
@@ -52,7 +39,7 @@ def score_dataset(
   if name in data.reward_models:
     raise DataError(f"{data.name}: reward model {name!r} exists already")
   rows = np.flatnonzero(data.samples.reward_model_index == 0)
-  ids = sample_ids(data, rows)
+  ids = data.sample_ids(rows)
   items = [ScoreItem(i, data.prompts[data.samples.prompt_index[row]], data.samples.response[row])
            for i, row in zip(ids, rows)]
   summary = engine.score(items, folder)
