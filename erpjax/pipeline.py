@@ -33,9 +33,7 @@ def load_splits(config: DataConfig) -> tuple[RoutingDataset, RoutingDataset]:
     benchmark = make_synthetic_benchmark(**options)
     return benchmark.train, benchmark.test
   if config.source == "folder":
-    root = pathlib.Path(config.root)
-    return (data.read_dataset(root / config.train, **options),
-            data.read_dataset(root / config.test, **options))
+    return data.load_folder(config.root, config.train, config.test, **options)
   loader = {"routerbench": data.load_routerbench, "llmrouter": data.load_llmrouter}[config.source]
   train = loader(config.train, root=config.root, **options)
   test = loader(config.test, root=config.root, **options)

@@ -26,7 +26,7 @@ def test_defaults_follow_the_paper():
     "raw, message",
     [
         ({"data": {"source": "routerbench", "rot": "x"}},
-         r"config.data: unknown key\(s\) \['rot'\]"),
+         r"config: data: unknown key\(s\) \['rot'\]"),
         ({"data": {"source": "nope"}}, "data.source must be one of"),
         ({"data": {"source": "folder"}}, "needs data.root"),
         ({"data": {"source": "synthetic"}, "predictor": {"beta": 0}}, "beta must be positive"),

@@ -5,7 +5,7 @@ from erpjax.data._errors import DataError
 from erpjax.data._schema import RewardSamples, RoutingDataset
 
 # Reading and writing the on-disk format (docs/data_format.md).
-from erpjax.data._io import read_dataset, read_prompts, write_dataset
+from erpjax.data._io import load_folder, read_dataset, read_prompts, write_dataset
 
 # Train/test overlap and prompt text handling.
 from erpjax.data._splits import Overlap, drop_overlap, find_overlap

@@ -24,9 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from erpjax.data._errors import DataError
+from erpjax.data._errors import DataError, utf8_lines
 from erpjax.data._jsonl import jsonl_records
 from erpjax.data._schema import RewardSamples, RoutingDataset
+from erpjax.data._splits import find_overlap, resolve_overlap
 
 FORMATS = ("parquet", "jsonl")
 META_FILE = "dataset.json"
@@ -127,19 +128,83 @@ def read_dataset(folder: str | os.PathLike[str], name: str | None = None) -> Rou
   )
 
 
-def read_prompts(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
-  """(prompt ids, texts) of a prompts table file (`prompts` schema, .jsonl or .parquet).
+def load_folder(
+    root: str | os.PathLike[str], train: str = "train", test: str = "test", *,
+    dedupe: bool = False,
+) -> tuple[RoutingDataset, RoutingDataset]:
+  """The (train, test) datasets in the sub-folders `train` and `test` of `root` (`data.source:
+  folder`), checked as the built-in loaders check theirs.
+
+  Args:
+    root: the folder holding one dataset folder per split.
+    train, test: the splits' sub-folder names.
+    dedupe: drop test prompts whose text also occurs in train; either way the overlap is reported
+      in the test split's notes.
 
   Raises:
-    DataError: malformed file, duplicate id or empty text; the message names file, row and field.
+    DataError: a missing split folder (named as such) or a malformed dataset.
+  """
+  root = pathlib.Path(root)
+  if not root.is_dir():
+    raise DataError("data folder not found (data.root)", file=root)
+  splits = []
+  for role, name in (("train", train), ("test", test)):
+    if not (root / name).is_dir():
+      present = sorted(p.name for p in root.iterdir() if p.is_dir())
+      raise DataError(f"{role} split folder {name!r} is missing (sub-folders: {present})",
+                      file=root / name)
+    splits.append(read_dataset(root / name))
+  train_set, test_set = splits
+  return train_set, resolve_overlap(test_set, find_overlap(train_set, test_set), dedupe=dedupe)
+
+
+def read_prompts(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+  """(prompt ids, texts) of prompts to embed or route, from any of:
+
+  - a dataset folder (its prompts table);
+  - a prompts table file (`prompts` schema, .jsonl or .parquet);
+  - a .txt file with one prompt per line. The ids are the line numbers ("line-<n>", 1-based, as an
+    editor shows them), so output rows can be matched to the file's lines. A blank line inside the
+    file is refused with its line number (a blank prompt cannot be routed, and dropping it silently
+    would leave a row missing); blank lines at the very end of the file are ignored.
+
+  Raises:
+    DataError: no prompts, a malformed file or line (not UTF-8 included), a duplicate id or an
+      empty text; the message names file, row and field.
   """
   path = pathlib.Path(path)
-  fmt = path.suffix.lstrip(".")
-  if fmt not in FORMATS:
-    raise DataError("expected a .jsonl or .parquet prompts table", file=path)
-  fields = _TABLES["prompts"]
-  table = _read_parquet(path, fields) if fmt == "parquet" else _read_jsonl(path, fields)
-  return _prompt_ids_and_texts(table)
+  if path.is_dir():
+    dataset = read_dataset(path)
+    ids, texts = list(dataset.prompt_ids), list(dataset.prompts)
+  elif path.suffix == ".txt":
+    ids, texts = _read_text_prompts(path)
+  else:
+    fmt = path.suffix.lstrip(".")
+    if fmt not in FORMATS:
+      raise DataError("expected a dataset folder, a .jsonl or .parquet prompts table, or a .txt "
+                      "file with one prompt per line", file=path)
+    if not path.exists():
+      raise DataError("file not found", file=path)
+    fields = _TABLES["prompts"]
+    table = _read_parquet(path, fields) if fmt == "parquet" else _read_jsonl(path, fields)
+    ids, texts = _prompt_ids_and_texts(table)
+  if not texts:
+    raise DataError("no prompts in it", file=path)
+  return ids, texts
+
+
+def _read_text_prompts(path: pathlib.Path) -> tuple[list[str], list[str]]:
+  """(ids "line-<n>", texts) of a .txt file, one prompt per line (see `read_prompts`)."""
+  if not path.exists():
+    raise DataError("file not found", file=path)
+  lines = list(utf8_lines(path))
+  while lines and not lines[-1][1].strip():
+    lines.pop()
+  for row, line in lines:
+    if not line.strip():
+      raise DataError("blank line; each line is one prompt and its id is the line number, so "
+                      "remove the line (or give it a prompt)", file=path, row=row)
+  return [f"line-{row}" for row, _ in lines], [line for _, line in lines]
 
 
 def _prompt_ids_and_texts(prompts: _Table) -> tuple[list[str], list[str]]:

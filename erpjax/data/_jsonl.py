@@ -6,24 +6,24 @@ import json
 import os
 from collections.abc import Iterator
 
-from erpjax.data._errors import DataError
+from erpjax.data._errors import DataError, utf8_lines
 
 
 def jsonl_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict]]:
   """(1-based line number, object) for each non-blank line of a JSONL file.
 
   Raises:
-    DataError: a line that is not valid JSON, or not a JSON object; it names file and line.
+    DataError: a line that is not UTF-8, not valid JSON, or not a JSON object; it names file and
+      line.
   """
-  with open(path, encoding="utf-8") as f:
-    for row, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON: {e.msg} (column {e.colno})", file=path, row=row) from e
-      if not isinstance(record, dict):
-        raise DataError(f"expected a JSON object, found {type(record).__name__}",
-                        file=path, row=row)
-      yield row, record
+  for row, line in utf8_lines(path):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(f"not valid JSON: {e.msg} (column {e.colno})", file=path, row=row) from e
+    if not isinstance(record, dict):
+      raise DataError(f"expected a JSON object, found {type(record).__name__}",
+                      file=path, row=row)
+    yield row, record
