@@ -37,17 +37,27 @@ class DataConfig:
     source: "routerbench" | "llmrouter" (the shared real data), "folder" (datasets in the erpjax
       on-disk format, docs/data_format.md) or "synthetic" (the seeded benchmark of `erpjax demo`).
     root: the source's folder; None = its default (the shared data folder for real sources).
-    train, test: split names ("train"/"test") or, for "folder", sub-folders of `root`.
+    train, test: split names ("train"/"test") or, for "folder", sub-folders of `root`; `test` may
+      name several splits (e.g. [test, ood]): the router is fitted once and evaluated on each.
     options: keyword options of the source's loader (e.g. `prefix: strip`, `dedupe: true`).
   """
 
   source: str
   root: str | None = None
   train: str = "train"
-  test: str = "test"
+  test: str | tuple[str, ...] = "test"
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
+  @property
+  def test_splits(self) -> tuple[str, ...]:
+    """The test split names, in the config's order."""
+    return (self.test,) if isinstance(self.test, str) else tuple(self.test)
+
   def __post_init__(self):
+    splits = self.test_splits
+    if not splits or len(set(splits)) != len(splits) or self.train in splits:
+      raise ValueError(f"data.test must name one or more distinct splits other than data.train, "
+                       f"got {self.test!r}")
     if self.source not in DATA_SOURCES:
       raise ValueError(f"data.source must be one of {DATA_SOURCES}, got {self.source!r}")
     if self.source == "folder" and self.root is None:
