@@ -27,9 +27,16 @@ class Tokenizer:
 
   def __call__(self, texts: Sequence[str]) -> list[list[int]]:
     """Token ids per text, each 2..max_length long."""
+    return [e.ids for e in self._encode(texts)]
+
+  def num_truncated(self, texts: Sequence[str]) -> int:
+    """How many of `texts` lose tokens to the `max_length` truncation."""
+    return sum(bool(e.overflowing) for e in self._encode(texts))
+
+  def _encode(self, texts: Sequence[str]) -> list[tokenizers.Encoding]:
     for i, text in enumerate(texts):
       if not isinstance(text, str):
         raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
     if self.lowercase:
       texts = [t.lower() for t in texts]
-    return [e.ids for e in self._tokenizer.encode_batch(list(texts))]
+    return self._tokenizer.encode_batch(list(texts))
