@@ -22,22 +22,26 @@ from erpjax.routing import ERPRouter, fit_router
 log = logging.getLogger(__name__)
 
 
-def load_splits(config: DataConfig) -> tuple[RoutingDataset, RoutingDataset]:
-  """The (train, test) datasets that `config` names."""
+def load_splits(config: DataConfig) -> tuple[RoutingDataset, dict[str, RoutingDataset]]:
+  """The train dataset and {name: test dataset} for each of `config.test_splits`, in order."""
   from erpjax import data  # the loaders are only needed here
 
   options = dict(config.options)
+  names = config.test_splits
   if config.source == "synthetic":
     from erpjax.synthetic import make_synthetic_benchmark
 
+    if len(names) != 1:
+      raise ValueError(f"data.source 'synthetic' has one test split, got data.test {names}")
     benchmark = make_synthetic_benchmark(**options)
-    return benchmark.train, benchmark.test
+    return benchmark.train, {names[0]: benchmark.test}
   if config.source == "folder":
-    return data.load_folder(config.root, config.train, config.test, **options)
+    # load_folder also checks each test split against train (overlap noted or dropped).
+    pairs = [data.load_folder(config.root, config.train, name, **options) for name in names]
+    return pairs[0][0], {name: test for name, (_, test) in zip(names, pairs)}
   loader = {"routerbench": data.load_routerbench, "llmrouter": data.load_llmrouter}[config.source]
   train = loader(config.train, root=config.root, **options)
-  test = loader(config.test, root=config.root, **options)
-  return train, test
+  return train, {name: loader(name, root=config.root, **options) for name in names}
 
 
 def score_splits(
@@ -131,7 +135,10 @@ class FittedERP:
 
 def fit_and_predict(config: RunConfig, *, encoder=None, progress: bool = True) -> FittedERP:
   """Loads the splits, embeds their prompts, estimates expected rewards, fits and predicts."""
-  train, test = load_splits(config.data)
+  train, tests = load_splits(config.data)
+  if len(tests) != 1:
+    raise ValueError(f"fit_and_predict takes one test split, data.test names {list(tests)}")
+  (test,) = tests.values()
   if config.rewards is not None:
     train, test = score_splits(config, train, test)
   for note in train.notes + test.notes:
