@@ -1,4 +1,5 @@
-"""Choosing the cost weight lambda: its useful range, and the lambda that meets a budget."""
+"""Choosing the cost weight (λ): its useful range, the grid a router is swept over, and the cost
+weight that meets a budget."""
 
 from __future__ import annotations
 
@@ -7,24 +8,54 @@ import numpy as np
 from erpjax.routing._router import route
 
 
-def max_useful_cost_weight(predicted: np.ndarray, costs: np.ndarray) -> float:
-  """The smallest lambda at which every prompt goes to the cheapest LLM.
+def max_useful_cost_weight(utilities: np.ndarray, costs: np.ndarray) -> float:
+  """The smallest cost weight from which every prompt goes to its cheapest allowed LLM.
 
-  For prompt x and LLM i dearer than the cheapest LLM j, i loses to j once
-  lambda > (ER_i(x) - ER_j(x)) / (c_i - c_j); the max of that over prompts and LLMs is the bound.
+  For prompt x, LLM i and the cheapest LLM j that x may go to (finite utility), i loses to j once
+  cost_weight > (u_i(x) - u_j(x)) / (c_i - c_j); the max of that over prompts and dearer LLMs is
+  the bound. A non-finite utility (-inf: a router that never picks that LLM) is skipped, so the
+  bound also serves routers that restrict their choice (e.g. a single LLM: 0).
+
+  Args:
+    utilities: [N, M] predicted expected rewards, or any router's utilities.
+    costs: [M] routing cost per call.
   """
-  cheapest = int(np.argmin(costs))
-  dearer = costs > costs[cheapest]
+  utilities = np.asarray(utilities, np.float64)
+  costs = np.asarray(costs, np.float64)
+  allowed = np.isfinite(utilities)
+  rows = allowed.any(axis=1)
+  if not rows.any():
+    return 0.0
+  utilities, allowed = utilities[rows], allowed[rows]
+  cheapest = np.argmin(np.where(allowed, costs, np.inf), axis=1)  # [N]
+  cheapest_cost = costs[cheapest][:, None]  # [N, 1]
+  dearer = allowed & (costs > cheapest_cost)  # [N, M]
   if not dearer.any():
     return 0.0
-  gains = predicted[:, dearer] - predicted[:, [cheapest]]
-  return float(max(0.0, (gains / (costs[dearer] - costs[cheapest])).max()))
+  cheapest_utility = np.take_along_axis(utilities, cheapest[:, None], axis=1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    ratios = (utilities - cheapest_utility) / (costs - cheapest_cost)
+  return float(max(0.0, ratios[dearer].max()))
 
 
-def cost_weight_grid(predicted: np.ndarray, costs: np.ndarray, num: int = 50) -> np.ndarray:
-  """[num] lambdas from 0 to just past `max_useful_cost_weight`, log-spaced above 0."""
-  top = max_useful_cost_weight(predicted, costs)
-  if top == 0.0:
+def cost_weight_grid(utilities: np.ndarray, costs: np.ndarray, num: int = 50) -> np.ndarray:
+  """[num] cost weights for sweeping one router: 0, then log-spaced up to just past its
+  `max_useful_cost_weight` (1e-4 of it to 1.01 times it), so the sweep ends at the all-cheapest
+  routing; [0] alone if no cost weight changes the routing (e.g. all LLMs cost the same).
+
+  Every router gets a grid from its own utilities: the scale of a cost weight is the scale of the
+  utilities (rewards, log-probabilities), so one grid stretched by the widest router would leave
+  the others a few points each.
+
+  Args:
+    utilities: [N, M] the router's utilities on the prompts being routed (-inf: never picked).
+    costs: [M] routing cost per call.
+    num: grid size, >= 1.
+  """
+  if num < 1:
+    raise ValueError(f"need num >= 1 cost weights, got {num}")
+  top = max_useful_cost_weight(utilities, costs)
+  if top == 0.0 or num == 1:
     return np.zeros(1)
   return np.concatenate([[0.0], np.geomspace(top * 1e-4, top * 1.01, num - 1)])
 
