@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import pathlib
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-MARKER = ".erpjax-output.json"
+MARKER = "erpjax-output.json"
 # Output kinds: one per writer, so that no writer replaces another's output.
 KINDS = ("router", "scores", "run", "dataset")
 
@@ -212,3 +213,21 @@ def write_dir_atomically(
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return path
+
+
+def files_digest(paths: Iterable[str | os.PathLike[str]], *,
+                 root: str | os.PathLike[str] | None = None) -> str:
+  """sha256 (hex) of the files' contents, read in 4 MiB blocks (a 10 GB checkpoint never sits in
+  memory). With `root`, each file's path relative to it is hashed too, so renaming a file (say,
+  which shard holds which tensors) changes the digest."""
+  digest = hashlib.sha256()
+  for path in paths:
+    path = pathlib.Path(path)
+    if root is not None:
+      name = path.relative_to(root).as_posix().encode("utf-8")
+      digest.update(len(name).to_bytes(8, "little") + name)
+    digest.update(path.stat().st_size.to_bytes(8, "little"))
+    with path.open("rb") as f:
+      for block in iter(lambda: f.read(1 << 22), b""):
+        digest.update(block)
+  return digest.hexdigest()

@@ -1,9 +1,10 @@
 """The scoring engine: (id, prompt, response) items -> reward scores in resumable Parquet shards.
 
-Data flows one way (STYLE.md): a background thread tokenizes windows of items with the model's
-`Formatter`, packs them into batches of a bounded set of shapes (`_packing`) and places them on
-the device mesh; the main thread runs the jitted model on one batch while it collects the previous
-batch's scores, and writes each window's scores as one Parquet shard (`_shards`).
+Data flows one way: the items still to score are cut into windows (`_windows`: which items this
+process runs); `erpjax.runtime.Runner` tokenizes each window with the model's `Formatter` and
+packs it into batches of a bounded set of shapes on its prefetch thread, runs the reward model on
+the device mesh and hands back each sequence's scores; the engine gives copies of a pair the
+pair's score and writes each window's scores as one Parquet shard (`_shards`).
 """
 
 from __future__ import annotations
@@ -12,27 +13,23 @@ import dataclasses
 import inspect
 import os
 import pathlib
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 import erpjax.models  # noqa: F401  # Its __init__ registers the model families.
 from erpjax import sharding
-from erpjax.encode import cpu_compiler_options
 from erpjax.models._hf import read_config
 from erpjax.models._registry import load_reward_model
+from erpjax.runtime import Batch, Buckets, Runner, ScoreToken, pack
 from erpjax.scoring._format import Formatter, formatter_for
-from erpjax.scoring._packing import Batch, Buckets, ScoreToken, pack
-from erpjax.scoring._shards import ScoreFolderError, ShardStore
+from erpjax.scoring._shards import ScoreFolderError, ShardStore, checkpoint_digest
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # HF model types that score at the first token ([CLS]); every other family is read as a decoder,
@@ -68,7 +65,7 @@ class ScoringConfig:
     dedupe: score each distinct (prompt, response) once and give every item with that text its
       score. Sampled responses repeat (short answers, multiple-choice letters): 55% of
       routerbench_subset's pairs are copies of another.
-    compiler_options: XLA options of the scoring step; None = `erpjax.encode.cpu_compiler_options`
+    compiler_options: XLA options of the scoring step; None = `erpjax.runtime.cpu_compiler_options`
       of `dtype` on CPU (the fastest measured there), none elsewhere.
   """
 
@@ -124,24 +121,6 @@ class ScoringSummary:
     return self.num_tokens / self.seconds if self.seconds else 0.0
 
 
-def param_shardings(state: nnx.State, mesh: Mesh,
-                    rules: Sequence[tuple[str, str | None]] = sharding.SCORING_RULES):
-  """NamedShardings for `state` from its variables' logical axis names (`nnx.with_partitioning`).
-
-  A dim whose size the mesh axis does not divide stays replicated (e.g. BERT's vocabulary of
-  30,522 rows over 4 devices), since `jax.device_put` only accepts even splits.
-  """
-
-  def place(spec: PartitionSpec, value) -> NamedSharding:
-    mesh_spec = sharding.logical_to_spec(tuple(spec) + (None,) * (value.ndim - len(spec)), rules)
-    axes = [axis if axis is None or dim % mesh.shape[axis] == 0 else None
-            for axis, dim in zip(mesh_spec, value.shape)]
-    return NamedSharding(mesh, PartitionSpec(*axes))
-
-  return jax.tree.map(place, nnx.get_partition_spec(state), state,
-                      is_leaf=lambda x: isinstance(x, PartitionSpec))
-
-
 class ScoringEngine:
   """Scores (id, prompt, response) items with one reward model on a device mesh."""
 
@@ -159,8 +138,9 @@ class ScoringEngine:
     """Places `model` on `mesh` and compiles lazily, once per batch shape.
 
     Args:
-      model: a reward model (HELPERS.md interface); its floating parameters are cast to
-        `config.dtype`.
+      model: a reward model: `model(tokens_bt, segment_ids_bt, positions_bt, score_index_bs[,
+        token_types_bt])` -> scores [B, S, L] (`erpjax.scoring.testing.TinyRewardModel` is the
+        smallest example); its floating parameters are cast to `config.dtype`.
       formatter: tokenizes pairs for this model.
       config: batching and storage options.
       score_token: "first" (encoders, [CLS]) or "last" (decoders) token of each sequence.
@@ -172,6 +152,7 @@ class ScoringEngine:
     self.formatter = formatter
     self.score_token = score_token
     self.name = name
+    self.checkpoint_sha256: str | None = None  # from_pretrained's `checkpoint_digest` of the folder
     self.mesh = sharding.make_mesh(config.model_parallel) if mesh is None else mesh
     self.buckets = Buckets(config.lengths, config.tokens_per_batch, config.max_segments,
                            row_multiple=self.mesh.shape[sharding.DATA])
@@ -182,33 +163,22 @@ class ScoringEngine:
     state = jax.tree.map(
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype
         else x, state)
-    state_shardings = param_shardings(state, self.mesh, rules)
-    self._state = jax.device_put(state, state_shardings)
-    self._batch_sharding = sharding.named_sharding(self.mesh, (sharding.BATCH, sharding.LENGTH))
-    # Batch shapes in the order the step was traced (each trace is one compilation).
-    self.traced_shapes: list[tuple[int, int]] = []
 
-    def forward(state, batch: Mapping[str, jax.Array]) -> jax.Array:
-      self.traced_shapes.append(batch["tokens_bt"].shape)
-      scores_bsl = nnx.merge(graphdef, state)(**batch)
-      return scores_bsl.astype(jnp.float32)
+    def forward(state: nnx.State, inputs: Mapping[str, jax.Array]) -> jax.Array:
+      return nnx.merge(graphdef, state)(**inputs).astype(jnp.float32)
 
-    # The batch is not donated: XLA reuses a donated buffer only for an output of the same shape
-    # and dtype, and the only output is the float32[B, S, L] scores, so JAX would ignore the
-    # donation (with a warning). Batch buffers are freed once the host drops them after the step.
-    # The XLA options the step is compiled with: the config's, or the default for the backend.
-    if config.compiler_options is not None:
-      self.compiler_options = dict(config.compiler_options)
-    elif jax.default_backend() == "cpu":
-      self.compiler_options = cpu_compiler_options(config.dtype)
-    else:
-      self.compiler_options = {}
-    self._step = jax.jit(
-        forward,
-        in_shardings=(state_shardings, self._batch_sharding),
-        out_shardings=sharding.named_sharding(self.mesh, (sharding.BATCH, None, None)),
-        compiler_options=self.compiler_options,
-    )
+    self.runner = Runner(forward, state, mesh=self.mesh, rules=rules, dtype=config.dtype,
+                         compiler_options=config.compiler_options, prefetch=config.prefetch)
+
+  @property
+  def compiler_options(self) -> dict[str, Any]:
+    """The XLA options the scoring step is compiled with."""
+    return self.runner.compiler_options
+
+  @property
+  def traced_shapes(self) -> list[tuple[int, int]]:
+    """Batch shapes in the order the step was traced (each trace is one compilation)."""
+    return self.runner.traced_shapes
 
   @classmethod
   def from_pretrained(
@@ -227,8 +197,9 @@ class ScoringEngine:
     if limit is not None and max(config.lengths) > limit - _POSITION_OFFSET.get(model_type, 0):
       raise ValueError(f"{path}: bucket length {max(config.lengths)} exceeds the model's "
                        f"{limit - _POSITION_OFFSET.get(model_type, 0)} positions")
+    digest = checkpoint_digest(path)  # Before loading: the key is of the weights that are read.
     model = load_reward_model(path, dtype=DTYPES[config.dtype])
-    return cls(
+    engine = cls(
         model,
         formatter_for(path) if formatter is None else formatter,
         config,
@@ -236,11 +207,15 @@ class ScoringEngine:
         name=str(path),
         mesh=mesh,
     )
+    engine.checkpoint_sha256 = digest
+    return engine
 
   def job(self) -> dict[str, Any]:
     """What a score folder records and checks on resume: what changes the scores."""
     return {
         "model": self.name,
+        # Scores follow the weights, not the path: retrained weights at the path are another job.
+        "checkpoint_sha256": self.checkpoint_sha256,
         "formatter": self.formatter.name,
         "max_length": self.buckets.max_length,
         "score_token": self.score_token,
@@ -289,62 +264,36 @@ class ScoringEngine:
       distinct, copies = _group_copies(items)
     else:
       distinct, copies = items, {}
-    # Windows are cut from the input order of all distinct pairs, done or not, so a resumed job
-    # packs each window it still has to score exactly as an uninterrupted one would.
-    size = self.config.window
-    windows = [[item for item in distinct[i:i + size]
-                if not done.issuperset([item.id, *copies.get(item.id, ())])]
-               for i in range(0, len(distinct), size)]
-    windows = [window for window in windows if window]
+    windows = _windows(distinct, copies, done, self.config.window)
 
     num_tokens = num_slots = num_copies = 0
     shapes: set[tuple[int, int]] = set()
     shard_ids: list[str] = []
     shard_values: list[np.ndarray] = []
-    bar = tqdm.tqdm(total=len(items) - len(done), unit="seq", disable=not self.config.progress,
-                    desc=f"scoring {'/'.join(pathlib.Path(self.name).parts[-2:])}")
-    with bar:
-      for batch, values, ends_window in self._run(windows):
-        num_tokens += batch.num_tokens
-        num_slots += batch.num_slots
-        shapes.add(batch.shape)
-        ids, rows = _fan_out(batch.ids, copies, done)
-        num_copies += len(set(ids).difference(batch.ids))
-        shard_ids.extend(ids)
-        shard_values.append(values[rows])
-        if ends_window:
-          path = store.write(shard_ids, np.concatenate(shard_values))
-          shard_ids.clear()
-          shard_values.clear()
-          if on_shard is not None:
-            on_shard(path)
-        bar.update(len(ids))
-        bar.set_postfix(tok_per_s=f"{num_tokens / (time.perf_counter() - start):,.0f}",
-                        refresh=False)
+    runs = self.runner.run(self._batches(windows), total=sum(map(len, windows)),
+                           progress=self.config.progress,
+                           desc=f"scoring {'/'.join(pathlib.Path(self.name).parts[-2:])}")
+    for batch, values, ends_window in runs:
+      num_tokens += batch.num_tokens
+      num_slots += batch.num_slots
+      shapes.add(batch.shape)
+      ids, rows = _fan_out(batch.ids, copies, done)
+      num_copies += len(set(ids).difference(batch.ids))
+      shard_ids.extend(ids)
+      shard_values.append(values[rows])
+      if ends_window:
+        path = store.write(shard_ids, np.concatenate(shard_values))
+        shard_ids.clear()
+        shard_values.clear()
+        if on_shard is not None:
+          on_shard(path)
     store.finish(len(items))
     return ScoringSummary(len(items), len(done), num_copies, num_tokens, num_slots,
                           time.perf_counter() - start, tuple(sorted(shapes)))
 
-  def _run(self, windows: Sequence[Sequence[ScoreItem]]
-           ) -> Iterator[tuple[Batch, np.ndarray, bool]]:
-    """(batch, float32[n, L] scores of its n sequences, whether it ends its window).
-
-    The device runs one batch ahead of the host collecting scores.
-    """
-    in_flight = None
-    for batch, inputs, ends_window in _prefetch(self._batches(windows), self.config.prefetch):
-      # The mesh context lets models constrain activations with bare PartitionSpecs.
-      with jax.set_mesh(self.mesh):
-        scores_bsl = self._step(self._state, inputs)
-      if in_flight is not None:
-        yield _collect(*in_flight)
-      in_flight = batch, scores_bsl, ends_window
-    if in_flight is not None:
-      yield _collect(*in_flight)
-
-  def _batches(self, windows: Sequence[Sequence[ScoreItem]]
-               ) -> Iterator[tuple[Batch, dict[str, jax.Array], bool]]:
-    """Tokenized, packed batches with their device copies (runs on the prefetch thread)."""
+  def _batches(self, windows: Sequence[Sequence[ScoreItem]]) -> Iterator[tuple[Batch, bool]]:
+    """Packed batches of each window, each with whether it ends its window (runs on the
+    runner's prefetch thread: tokenizing the next window overlaps the device)."""
     for window in windows:
       tokenized = self.formatter([item.prompt for item in window],
                                  [item.response for item in window], self.buckets.max_length)
@@ -352,8 +301,22 @@ class ScoringEngine:
         tokenized = tokenized._replace(types=None)
       batches = pack([item.id for item in window], tokenized, self.buckets, self.score_token)
       for i, batch in enumerate(batches):
-        yield (batch, jax.device_put(batch.model_inputs(), self._batch_sharding),
-               i == len(batches) - 1)
+        yield batch, i == len(batches) - 1
+
+
+def _windows(distinct: Sequence[ScoreItem], copies: Mapping[str, Sequence[str]], done: set[str],
+             size: int) -> list[list[ScoreItem]]:
+  """Which pairs this process scores, and together: the distinct pairs cut into windows of
+  `size` in input order, less those whose ids (the pair's and its copies') all have a score.
+
+  Windows are cut from all distinct pairs, done or not, so a resumed job packs each window it
+  still has to score exactly as an uninterrupted one would. A job split over processes would
+  take its share of the windows here, by a stable key, and nowhere else.
+  """
+  windows = [[item for item in distinct[i:i + size]
+              if not done.issuperset([item.id, *copies.get(item.id, ())])]
+             for i in range(0, len(distinct), size)]
+  return [window for window in windows if window]
 
 
 def _group_copies(items: Sequence[ScoreItem]
@@ -380,54 +343,3 @@ def _fan_out(scored_ids: Sequence[str], copies: Mapping[str, Sequence[str]], don
         ids.append(item_id)
         rows.append(row)
   return ids, rows
-
-
-def _collect(batch: Batch, scores_bsl: jax.Array, ends_window: bool
-             ) -> tuple[Batch, np.ndarray, bool]:
-  return batch, np.asarray(scores_bsl)[batch.slot_b, batch.slot_s], ends_window
-
-
-_DONE = object()
-
-
-def _prefetch(source: Iterable, depth: int) -> Iterator:
-  """Iterates `source` on a background thread, up to `depth` elements ahead.
-
-  The Rust tokenizer and XLA release the GIL, so tokenizing and packing the next window overlaps
-  the device step (the main thread mostly waits on the device). An exception in `source` is
-  re-raised here; leaving the loop early stops the thread.
-  """
-  slots: queue.Queue = queue.Queue(maxsize=depth)
-  stop = threading.Event()
-
-  def put(element) -> bool:
-    while not stop.is_set():
-      try:
-        slots.put(element, timeout=0.1)
-        return True
-      except queue.Full:
-        pass
-    return False
-
-  def produce() -> None:
-    try:
-      for element in source:
-        if not put(element):
-          return
-      put(_DONE)
-    except BaseException as error:  # noqa: BLE001  # Re-raised on the consumer's thread.
-      put(error)
-
-  thread = threading.Thread(target=produce, name="erpjax-scoring-prefetch", daemon=True)
-  thread.start()
-  try:
-    while True:
-      element = slots.get()
-      if element is _DONE:
-        return
-      if isinstance(element, BaseException):
-        raise element
-      yield element
-  finally:
-    stop.set()
-    thread.join()

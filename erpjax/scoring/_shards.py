@@ -1,13 +1,16 @@
 """Scores on disk: Parquet shards written atomically, a manifest, and resumption.
 
 A scoring job writes into one folder:
-  manifest.json           what the job is (model, formatter, dtype, ...) and its shards so far
+  manifest.json           what the job is (model, the sha256 of its checkpoint files, formatter,
+                          dtype, ...) and its shards so far
   scores-000000.parquet   columns `id` (string) and `score` (float32; a fixed-size list of
   scores-000001.parquet   float32 when the model has several labels), one row per scored item
 Each file is written under a temporary name and renamed (`erpjax.files.atomic_write`), so a shard
 either exists whole or not at all, whenever the process dies. The shard files are the record of
 what is done; the manifest describes the job and is rewritten after each shard. A restarted job
-reads the ids of the existing shards and scores only the others.
+reads the ids of the existing shards and scores only the others. A job never adds to a folder of
+another job: a retrained reward model at the same path has another checkpoint digest, so its
+scores are refused there (with the reason) rather than mixed with the old weights' scores.
 """
 
 from __future__ import annotations
@@ -24,11 +27,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from erpjax.files import atomic_write, atomic_write_text
+from erpjax.files import atomic_write, atomic_write_text, claim_output_dir, files_digest
 
 MANIFEST = "manifest.json"
 SHARD_PREFIX = "scores-"
 FORMAT = "erpjax.scores/1"
+# The files of a Hugging Face checkpoint folder that decide its scores: weights, config and
+# tokenizer. Others (README, a torch copy of the weights, training logs) do not.
+CHECKPOINT_FILES = ("config.json", "*.safetensors", "*.safetensors.index.json", "*.gguf",
+                    "tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "*.model",
+                    "chat_template*")
 
 
 class ScoreFolderError(ValueError):
@@ -62,6 +70,20 @@ class Scores:
     return dict(zip(self.ids, self.values[:, 0].tolist()))
 
 
+def checkpoint_digest(folder: str | os.PathLike[str]) -> str:
+  """sha256 of a checkpoint folder's `CHECKPOINT_FILES` (names and contents, streamed): the
+  content key of a scoring job, so that retrained weights at the same path are a new job.
+
+  Raises:
+    FileNotFoundError: the folder holds none of those files.
+  """
+  folder = pathlib.Path(folder)
+  files = sorted({p for pattern in CHECKPOINT_FILES for p in folder.glob(pattern) if p.is_file()})
+  if not files:
+    raise FileNotFoundError(f"{folder}: no checkpoint files ({', '.join(CHECKPOINT_FILES)})")
+  return files_digest(files, root=folder)
+
+
 def _shard_files(folder: pathlib.Path) -> list[pathlib.Path]:
   return sorted(folder.glob(f"{SHARD_PREFIX}*.parquet"))
 
@@ -86,15 +108,15 @@ class ShardStore:
       ScoreFolderError: the folder holds scores of a different job.
     """
     self.folder = pathlib.Path(folder)
-    self.folder.mkdir(parents=True, exist_ok=True)
     self.job = json.loads(json.dumps(dict(job)))  # As read back from the manifest.
-    manifest = _read_manifest(self.folder)
-    shards = _shard_files(self.folder)
+    manifest = _read_manifest(self.folder) if self.folder.is_dir() else None
+    shards = _shard_files(self.folder) if self.folder.is_dir() else []
     if manifest is None and shards:
       raise ScoreFolderError(f"{self.folder} holds score shards but no {MANIFEST}")
-    if manifest is not None and manifest["job"] != self.job:
-      raise ScoreFolderError(
-          f"{self.folder} holds scores of another job: {manifest['job']}; this job: {self.job}")
+    if manifest is None:  # A new job: only into a new, empty or erpjax score folder.
+      claim_output_dir(self.folder, "scores")
+    elif manifest["job"] != self.job:
+      raise ScoreFolderError(_other_job(self.folder, manifest["job"], self.job))
     # Leftovers of writes killed before their rename (atomic_write's ".<name>.*.tmp" files).
     for pattern in (f".{SHARD_PREFIX}*.tmp", f".{MANIFEST}.*.tmp"):
       for stale in self.folder.glob(pattern):
@@ -140,6 +162,16 @@ class ShardStore:
         "complete": num_items is not None,
     }
     atomic_write_text(self.folder / MANIFEST, json.dumps(manifest, indent=2))
+
+
+def _other_job(folder: pathlib.Path, found: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
+  """Why `folder`'s scores cannot be resumed by this job, naming what differs."""
+  differ = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+  changes = "; ".join(f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now" for k in differ)
+  reason = ("the reward model's checkpoint files have changed since (retrained or replaced at the "
+            "same path), " if differ == ["checkpoint_sha256"] else "")
+  return (f"{folder} holds scores of another scoring job: {reason}{changes}. Scores of different "
+          "jobs are never mixed: use a new score folder (or delete this one) to score again.")
 
 
 def _score_column(values: np.ndarray) -> pa.Array:
