@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from erpjax.data import DataError, RewardSamples, RoutingDataset, read_dataset, write_dataset
+from erpjax.files import MARKER
 
 
 def _dataset(response=True):
@@ -44,7 +45,7 @@ def test_round_trip(tmp_path, fmt, response):
   ds = _dataset(response)
   folder = write_dataset(ds, tmp_path / "ds", format=fmt)
   assert sorted(os.listdir(folder)) == sorted(
-      ["dataset.json"] + [f"{t}.{fmt}" for t in ("prompts", "llms", "samples")]
+      ["dataset.json", MARKER] + [f"{t}.{fmt}" for t in ("prompts", "llms", "samples")]
   )
   _assert_same(read_dataset(folder), ds)
   assert not [p for p in tmp_path.iterdir() if p.name != "ds"]  # no staging folder left

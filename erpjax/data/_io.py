@@ -16,8 +16,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +26,7 @@ from erpjax.data._errors import DataError, utf8_lines
 from erpjax.data._jsonl import jsonl_records
 from erpjax.data._schema import RewardSamples, RoutingDataset
 from erpjax.data._splits import find_overlap, resolve_overlap
+from erpjax.files import write_dir_atomically
 
 FORMATS = ("parquet", "jsonl")
 META_FILE = "dataset.json"
@@ -382,37 +381,27 @@ def write_dataset(
 ) -> pathlib.Path:
   """Writes `dataset` to `folder` as three tables in `format` ("parquet" or "jsonl").
 
-  The tables are first written to a temporary folder next to `folder`. A new `folder` then
-  appears at once (one rename); in an existing folder each file is replaced atomically, and the
-  other format's copies of the tables are removed so that the folder never holds both.
+  The folder is written beside `folder` and then put in its place in one step
+  (`erpjax.files.write_dir_atomically`): a reader sees the old dataset or the new one. An existing
+  `folder` is replaced only if it is empty or a dataset erpjax wrote; other files are never
+  deleted (`erpjax.files.OutputPathError`).
 
   Returns:
-    The folder.
+    The folder (absolute).
   """
   if format not in FORMATS:
     raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-  folder = pathlib.Path(folder)
   tables = _to_tables(dataset)
-  folder.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-  try:
+  meta = {"name": dataset.name, "notes": list(dataset.notes),
+          "reward_models": list(dataset.reward_models)}
+
+  def write(staging: pathlib.Path) -> None:
+    staging.mkdir()
     for table, data in tables.items():
       _write_table(data, staging / f"{table}.{format}")
-    meta = {"name": dataset.name, "notes": list(dataset.notes),
-            "reward_models": list(dataset.reward_models)}
     (staging / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    if not folder.exists():
-      os.replace(staging, folder)
-      return folder
-    for path in staging.iterdir():
-      os.replace(path, folder / path.name)
-    for table in tables:
-      for other in FORMATS:
-        if other != format:
-          (folder / f"{table}.{other}").unlink(missing_ok=True)
-    return folder
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+
+  return write_dir_atomically(folder, "dataset", write)
 
 
 def _to_tables(dataset: RoutingDataset) -> dict[str, pa.Table]:
