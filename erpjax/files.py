@@ -231,3 +231,23 @@ def files_digest(paths: Iterable[str | os.PathLike[str]], *,
       for block in iter(lambda: f.read(1 << 22), b""):
         digest.update(block)
   return digest.hexdigest()
+
+
+def check_output_file(path: str | os.PathLike[str]) -> pathlib.Path:
+  """Refuses, before any work, an output file path that cannot be written: a folder, or a place
+  without write permission. Nothing is written.
+
+  Raises:
+    OutputPathError: naming the path and the reason.
+  """
+  path = pathlib.Path(path).absolute()
+  if path.is_dir():
+    raise OutputPathError(f"{path}: is a folder; expected a file path")
+  parent = path.parent
+  while not parent.exists():
+    parent = parent.parent
+  if not parent.is_dir():
+    raise OutputPathError(f"{path}: cannot create it, {parent} is a file")
+  if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    raise OutputPathError(f"{path}: no permission to write it")
+  return path
