@@ -29,11 +29,9 @@ def load_splits(config: DataConfig) -> tuple[RoutingDataset, dict[str, RoutingDa
   options = dict(config.options)
   names = config.test_splits
   if config.source == "synthetic":
-    from erpjax.synthetic import make_synthetic_benchmark
-
     if len(names) != 1:
       raise ValueError(f"data.source 'synthetic' has one test split, got data.test {names}")
-    benchmark = make_synthetic_benchmark(**options)
+    benchmark = data.make_synthetic_benchmark(**options)
     return benchmark.train, {names[0]: benchmark.test}
   if config.source == "folder":
     # load_folder also checks each test split against train (overlap noted or dropped).
@@ -174,3 +172,141 @@ def fit_and_predict(config: RunConfig, *, encoder=None, progress: bool = True) -
       test_predicted=np.asarray(router.predict(test_embeddings)),
       test_call_costs=mean_call_costs(test),
   )
+
+
+# The report stage: `erpjax run` reports ERP beside the baselines, `erpjax evaluate` adds the peers;
+# both through `report`, which hands everything to erpjax.eval.report.write_report.
+
+ERP = "ERP"
+# Peers that read no test labels: the report's headline compares ERP's AIQ with the best of them.
+# (category_best reads each test prompt's category, the oracle its rewards.)
+LABEL_FREE_PEERS = ("knn", "zooter", "mf", "mlp", "random")
+# Peers whose utilities are predicted rewards (Zooter's are log-probabilities, random's noise).
+REWARD_PREDICTING_PEERS = ("knn", "mf", "mlp", "category_best")
+
+
+def default_peers(seed: int = 0) -> list:
+  """The peers of the paper's comparison and beyond, each with its documented defaults."""
+  from erpjax.eval import peers, trained_peers
+
+  training = trained_peers.TrainConfig(seed=seed)
+  return [
+      peers.RandomRouter(seed=seed),
+      peers.CategoryBest(),
+      peers.KNNRouter(),
+      trained_peers.Zooter(training=training),
+      trained_peers.MatrixFactorizationRouter(training=training),
+      trained_peers.MLPRouter(training=training),
+  ]
+
+
+def _categories(categories) -> np.ndarray:
+  # A prompt without a category label forms its own "(none)" category for per-category routers.
+  return np.array(["(none)" if c is None else c for c in categories])
+
+
+def fit_peers(fit: FittedERP, peers: Sequence) -> list:
+  """Each peer router fit on the train prompts that have every reward (what ERP was fit on)."""
+  from erpjax.eval.peers import RouterData
+
+  names = [p.name for p in peers]
+  if len(set(names)) != len(names):
+    raise ValueError(f"peer names must be unique, got {names}")
+  train, train_rewards = complete_prompts(fit.train, fit.train_rewards)
+  keep = np.isin(fit.train.prompt_ids, train.prompt_ids)
+  data = RouterData(fit.train_embeddings[keep], train.costs, train_rewards,
+                    _categories(train.categories))
+  return [p.fit(data) for p in peers]
+
+
+def peer_test_utilities(fit: FittedERP, fitted_peers: Sequence) -> dict[str, np.ndarray]:
+  """{name: [N_test, M] utilities} of each fitted peer on `fit`'s test split."""
+  from erpjax.eval.peers import RouterData
+
+  test = RouterData(fit.test_embeddings, fit.test.costs, None, _categories(fit.test.categories))
+  return {p.name: np.asarray(p.utilities(test), np.float64) for p in fitted_peers}
+
+
+def best_single_llm(fit: FittedERP) -> str:
+  """The LLM with the best mean estimated reward on the TRAIN split: the one a user who does not
+  route would call for every prompt."""
+  return fit.train.llms[int(np.nanargmax(np.nanmean(fit.train_rewards, axis=0)))]
+
+
+def report(fit: FittedERP, out_dir: str | pathlib.Path, *, peer_utilities=None,
+           num_cost_weights: int = 50, budget: float | None = None, seed: int = 0) -> dict:
+  """Writes the report of one test split to `out_dir` (erpjax.eval.report.write_report):
+  ERP (chosen), the oracle, the single LLMs (the best one chosen on train), ERP at `budget`, and
+  with `peer_utilities` ({name: [N_test, M]}, see `peer_test_utilities`) the peers and a random
+  permutation of ERP's choices. Returns the metrics written to metrics.json."""
+  from erpjax.eval.report import EvalSet, write_report
+
+  peer_utilities = dict(peer_utilities or {})
+  utilities = {ERP: fit.test_predicted, **peer_utilities}
+  predictions = {ERP: fit.test_predicted}
+  predictions.update({n: u for n, u in peer_utilities.items() if n in REWARD_PREDICTING_PEERS})
+  call_costs = fit.test_call_costs if np.isfinite(fit.test_call_costs).all() else None
+  data = EvalSet(fit.test_rewards, fit.test.costs, call_costs=call_costs,
+                 categories=_categories(fit.test.categories), llm_names=fit.test.llms,
+                 name=fit.test.name,
+                 # Both splits' loaders often report the same facts (a prefix computed on train).
+                 notes=tuple(dict.fromkeys(fit.train.notes + fit.test.notes)))
+  return write_report(
+      out_dir, utilities, data, num_cost_weights=num_cost_weights, chosen=ERP,
+      predictions=predictions,
+      label_free_peers=[n for n in peer_utilities if n in LABEL_FREE_PEERS],
+      best_single_llm=best_single_llm(fit), budget=budget,
+      permuted=ERP if peer_utilities else None, seed=seed)
+
+
+def write_predictions(fit: FittedERP, path: str | pathlib.Path) -> pathlib.Path:
+  """Writes the test split's predictions to Parquet: prompt_id, category, `<llm>|predicted` and
+  `<llm>|observed` for each LLM, and `routed_lambda0` (the LLM ERP routes each prompt to at λ=0)."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  from erpjax.files import atomic_write
+  from erpjax.routing import route
+
+  columns = {"prompt_id": list(fit.test.prompt_ids), "category": list(fit.test.categories)}
+  for j, llm in enumerate(fit.test.llms):
+    columns[f"{llm}|predicted"] = fit.test_predicted[:, j]
+    columns[f"{llm}|observed"] = fit.test_rewards[:, j]
+  columns["routed_lambda0"] = [fit.test.llms[i] for i in
+                               np.asarray(route(fit.test_predicted, fit.test.costs, 0.0))]
+  return atomic_write(path, lambda p: pq.write_table(pa.table(columns), p))
+
+
+def report_splits(fits: dict[str, FittedERP], out_dir: str | pathlib.Path, *,
+                  peers: Sequence = (), predictions: bool = True, **options) -> dict[str, dict]:
+  """`report` of each test split (one fit, `fits` = {split name: FittedERP}): to `out_dir` when
+  there is one split, else to `out_dir/<split>` each, with an index report.md in `out_dir` that
+  starts with one headline line per split. Peers are fit once, on the train split.
+
+  Args:
+    fits: {split name: the fitted ERP with that test split}; all share one router.
+    out_dir: the run's output folder.
+    peers: peer routers (`default_peers`) to fit and report beside ERP; none for `erpjax run`.
+    predictions: also write each split's predictions.parquet (`write_predictions`).
+    **options: `report`'s keyword options (num_cost_weights, budget, seed).
+
+  Returns:
+    {split name: its metrics}.
+  """
+  from erpjax.files import atomic_write_text
+
+  out = pathlib.Path(out_dir)
+  fitted_peers = fit_peers(next(iter(fits.values())), peers) if peers else []
+  results = {}
+  for name, fit in fits.items():
+    folder = out if len(fits) == 1 else out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    results[name] = report(fit, folder, peer_utilities=peer_test_utilities(fit, fitted_peers),
+                           **options)
+    if predictions:
+      write_predictions(fit, folder / "predictions.parquet")
+  if len(fits) > 1:
+    lines = ["# Routing evaluation", ""]
+    lines += [f"- {r['headline']} ([report]({name}/report.md))" for name, r in results.items()]
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+  return results

@@ -1,6 +1,7 @@
 """The evaluation report on random data.
 
-Checks the files, strict JSON, and values equal to the metric functions.
+Checks the files, strict JSON, values equal to the metric functions, each router's own cost-weight
+grid, the equal-cost case and the headline line.
 """
 
 import json
@@ -13,6 +14,7 @@ from erpjax.eval import frontier as fr
 from erpjax.eval import metrics
 from erpjax.eval import peers
 from erpjax.eval import report
+from erpjax.routing import cost_weight_grid
 
 N, M = 80, 4
 LLMS = ["tiny", "small", "medium", "large"]
@@ -48,9 +50,9 @@ def _strict_json(text: str):
 @pytest.mark.parametrize("call_costs", [False, True])
 def test_write_report_files_and_values(tmp_path, call_costs):
   utilities, data = _data(call_costs)
-  lambdas = fr.lambda_grid(utilities.values(), data.route_costs, num=20)
   out = tmp_path / "eval"
-  written = report.write_report(out, utilities, data, lambdas, reward_predictors=["erp", "knn"],
+  written = report.write_report(out, utilities, data, num_cost_weights=20,
+                                predictions={n: utilities[n] for n in ("erp", "knn")},
                                 permuted="erp")
 
   names = sorted(p.name for p in out.iterdir())
@@ -60,7 +62,6 @@ def test_write_report_files_and_values(tmp_path, call_costs):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   result = _strict_json((out / "metrics.json").read_text())
   assert result == written
-  assert result["lambdas"] == pytest.approx(lambdas.tolist())
   assert set(result["routers"]) == {
       "erp", "knn", "random", "always large", "oracle", "erp (permuted)"}
 
@@ -71,7 +72,10 @@ def test_write_report_files_and_values(tmp_path, call_costs):
   assert result["strong_llm"] == LLMS[int(np.argmax(single_reward))]
   for name, u in {**utilities, "oracle": data.rewards}.items():
     r = result["routers"][name]
-    f = fr.sweep(u, data.rewards, data.route_costs, lambdas, data.call_costs)
+    # Each router is swept over its own grid, from its own utilities.
+    grid = cost_weight_grid(u, data.route_costs, num=20)
+    assert r["cost_weights"] == pytest.approx(grid.tolist())
+    f = fr.sweep(u, data.rewards, data.route_costs, grid, data.call_costs)
     assert r["frontier"]["cost"] == pytest.approx(f.cost.tolist())
     assert r["frontier"]["reward"] == pytest.approx(f.reward.tolist())
     assert r["frontier"]["regret"] == pytest.approx(f.regret.tolist())
@@ -92,16 +96,24 @@ def test_write_report_files_and_values(tmp_path, call_costs):
     assert r["lambda0"]["by_category"]["math"]["reward"] == pytest.approx(
         metrics.chosen(data.rewards[math_rows], choice[math_rows]).mean())
   assert result["routers"]["oracle"]["lambda0"]["regret"] == 0
+  # A single LLM's routing changes with no λ: its grid is [0] and its frontier one point.
+  assert result["routers"]["always large"]["cost_weights"] == [0.0]
   assert result["routers"]["always large"]["frontier"]["reward"] == pytest.approx(
-      [data.rewards[:, 3].mean()] * len(lambdas))
+      [data.rewards[:, 3].mean()])
 
   pred = result["routers"]["erp"]["prediction"]
   erp = utilities["erp"]
   assert list(pred["r2_per_llm"].values()) == pytest.approx(metrics.r2(erp, data.rewards).tolist())
-  assert pred["r2"] == pytest.approx(metrics.r2(erp, data.rewards, axis=None))
-  assert pred["pearson"] == pytest.approx(metrics.pearson(erp, data.rewards))
-  assert pred["spearman"] == pytest.approx(metrics.spearman(erp, data.rewards))
+  # Headline R² = the mean of the per-LLM values; the pooled one beside it.
+  assert pred["r2"] == pytest.approx(np.mean(metrics.r2(erp, data.rewards)))
+  assert pred["r2_pooled"] == pytest.approx(metrics.r2(erp, data.rewards, axis=None))
+  assert pred["pearson_pooled"] == pytest.approx(metrics.pearson(erp, data.rewards))
+  assert pred["spearman_pooled"] == pytest.approx(metrics.spearman(erp, data.rewards))
+  assert pred["pearson"] == pytest.approx(np.mean(metrics.pearson(erp, data.rewards, axis=0)))
   assert pred["pairwise_auroc"] == pytest.approx(metrics.pairwise_auroc(erp, data.rewards))
+  assert pred["pairwise_auroc_pooled"] == pytest.approx(
+      metrics.pooled_pairwise_auroc(erp, data.rewards))
+  assert len(pred["pairwise_auroc_per_pair"]) == M * (M - 1) // 2
   assert pred["r2_by_category"] == pytest.approx(
       metrics.r2_by_category(erp, data.rewards, data.categories))
   assert "prediction" not in result["routers"]["random"]
@@ -116,16 +128,23 @@ def test_write_report_files_and_values(tmp_path, call_costs):
   for name in result["routers"]:
     assert f"| {name} |" in md
   assert "AIQ" in md and "pairwise AUROC" in md and "| large |" in md
+  assert "R² (pooled)" in md
+  # Without a chosen router there is no headline.
+  assert result["headline"] is None and result["chosen"] is None
 
 
 def test_report_rejects_bad_arguments(tmp_path):
   utilities, data = _data(False)
   with pytest.raises(ValueError, match="oracle"):
-    report.evaluate({"oracle": data.rewards}, data, [0.0])
+    report.evaluate({"oracle": data.rewards}, data)
   with pytest.raises(ValueError, match="unknown router"):
-    report.evaluate(utilities, data, [0.0], reward_predictors=["mlp"])
-  with pytest.raises(ValueError, match="lambdas"):
-    report.evaluate(utilities, data, [-1.0])
+    report.evaluate(utilities, data, predictions={"mlp": utilities["knn"]})
+  with pytest.raises(ValueError, match="num >= 1"):
+    report.evaluate(utilities, data, num_cost_weights=0)
+  with pytest.raises(ValueError, match="budget"):
+    report.evaluate(utilities, data, budget=1.0)
+  with pytest.raises(ValueError, match="unknown LLM"):
+    report.evaluate(utilities, data, best_single_llm="huge")
   with pytest.raises(ValueError, match="LLM names"):
     report.EvalSet(data.rewards, data.route_costs, llm_names=["a", "b"])
   with pytest.raises(ValueError, match="finite"):
@@ -136,8 +155,89 @@ def test_degenerate_gap_is_null_with_a_reason(tmp_path):
   # The cheapest LLM is also the best: APGR and CPT are undefined, reported as null with a reason.
   rewards = np.tile([1.0, 0.0], (10, 1))
   data = report.EvalSet(rewards, np.array([0.1, 1.0]))
-  result = report.write_report(tmp_path, {"r": np.zeros((10, 2))}, data, [0.0, 1.0])
+  result = report.write_report(tmp_path, {"r": np.zeros((10, 2))}, data)
   r = _strict_json((tmp_path / "metrics.json").read_text())["routers"]["r"]
   assert r["apgr"] is None and r["cpt50"] is None and "denominator" in r["gap_reason"]
   assert result["routers"]["r"]["gap_reason"] == r["gap_reason"]
   assert "denominator" in (tmp_path / "report.md").read_text()
+
+
+def test_each_router_has_its_own_grid_so_a_wide_peer_changes_nothing(tmp_path):
+  # A peer whose utilities are a million times wider would stretch a shared λ grid so far that
+  # ERP's sweep jumps from λ = 0 to the all-cheapest routing; with per-router grids ERP's frontier
+  # and AIQ are the same with or without it.
+  utilities, data = _data(False)
+  alone, _ = report.evaluate({"erp": utilities["erp"]}, data, num_cost_weights=20)
+  wide = {"erp": utilities["erp"], "wide": 1e6 * utilities["knn"]}
+  beside, _ = report.evaluate(wide, data, num_cost_weights=20)
+  erp_alone, erp_beside = alone["routers"]["erp"], beside["routers"]["erp"]
+  assert erp_beside["cost_weights"] == erp_alone["cost_weights"]
+  assert erp_beside["aiq"] == erp_alone["aiq"]
+  assert erp_beside["frontier"] == erp_alone["frontier"]
+  # The sweep is not degenerate: ERP passes through several distinct routings.
+  assert len(set(erp_alone["frontier"]["cost"])) > 5
+  assert beside["routers"]["wide"]["cost_weights"][-1] > 1e5 * erp_alone["cost_weights"][-1]
+
+
+def test_equal_costs_report_lambda0_and_say_why(tmp_path):
+  utilities, data = _data(False)
+  equal = report.EvalSet(data.rewards, np.full(M, 0.5), llm_names=LLMS, name="flat")
+  result = report.write_report(tmp_path, utilities, equal, chosen="erp",
+                               label_free_peers=["knn", "random"], best_single_llm="large")
+  assert result["equal_costs"]
+  for name, r in result["routers"].items():
+    assert r["cost_weights"] == [0.0], name
+    assert r["aiq"] is None and r["apgr"] is None and r["cpt50"] is None
+    assert r["aiq_reason"] == r["gap_reason"] == report.EQUAL_COSTS
+    choice = fr.route(utilities.get(name, data.rewards), equal.route_costs, 0.0)
+    assert r["lambda0"]["reward"] == pytest.approx(metrics.chosen(data.rewards, choice).mean())
+  md = (tmp_path / "report.md").read_text()
+  assert "All LLMs cost the same" in md and "| AIQ |" not in md and "n/a" not in md
+  knn = result["routers"]["knn"]["lambda0"]["reward"]
+  random = result["routers"]["random"]["lambda0"]["reward"]
+  best_peer = "knn" if knn >= random else "random"
+  assert result["headline"].endswith(f"at λ=0 ({best_peer})")
+  assert "equal costs, so no AIQ" in result["headline"]
+
+
+def test_headline_budget_and_marked_frontier(tmp_path):
+  utilities, data = _data(False)
+  result = report.write_report(
+      tmp_path, utilities, data, chosen="erp", predictions={"erp": utilities["erp"]},
+      label_free_peers=["knn", "random"], best_single_llm="medium", budget=0.5)
+  routers = result["routers"]
+  x = routers["erp"]["lambda0"]["reward"]
+  y = data.rewards[:, 2].mean()
+  o = routers["oracle"]["lambda0"]["reward"]
+  assert result["best_single_llm"]["name"] == "medium"
+  assert result["best_single_llm"]["chosen_on"] == "train"
+  assert result["best_single_llm"]["reward"] == pytest.approx(y)
+  peer = max(["knn", "random"], key=lambda n: routers[n]["aiq"])
+  line = result["headline"]
+  assert line.startswith(f"test: default router erp: reward {x:.4g} at λ=0 vs best single LLM "
+                         f"{y:.4g} (medium, best on train; {100 * (x - y) / (o - y):+.0f}% of the "
+                         "oracle gap)")
+  assert line.endswith(f"AIQ {routers['erp']['aiq']:.4g} vs best label-free peer "
+                       f"{routers[peer]['aiq']:.4g} ({peer})")
+  md = (tmp_path / "report.md").read_text()
+  assert md.splitlines()[2] == f"**{line}**"  # right under the title
+  assert routers["erp"]["role"] == "chosen" and routers["knn"]["role"] == "label-free peer"
+  assert routers["always large"]["role"] == "peer"
+
+  budget = result["budget"]
+  assert budget["route_cost"] <= 0.5
+  assert budget["cost_weight"] == pytest.approx(
+      report.cost_weight_for_budget(utilities["erp"], data.route_costs, 0.5))
+  choice = fr.route(utilities["erp"], data.route_costs, budget["cost_weight"])
+  assert budget["reward"] == pytest.approx(metrics.chosen(data.rewards, choice).mean())
+
+  # The frontier plot marks the chosen router and its budget point.
+  _, frontiers = report.evaluate(utilities, data, chosen="erp", budget=0.5)
+  single_cost, single_reward = fr.single_llm_points(data.rewards, data.route_costs)
+  fig = report.plots.reward_vs_cost(frontiers, single_cost, single_reward, LLMS, chosen="erp",
+                                    points={"erp at budget": (0.4, 0.5)})
+  labels = fig.axes[0].get_legend_handles_labels()[1]
+  assert {"erp (chosen)", "erp at λ=0", "erp at budget", "knn", "oracle"} <= set(labels)
+  assert "erp" not in labels
+  assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+      "pred_vs_observed_erp.png", "regret_vs_cost.png", "reward_vs_cost.png"]

@@ -10,6 +10,7 @@ import pytest
 
 from erpjax.eval import frontier as fr
 from erpjax.eval import metrics
+from erpjax.routing import cost_weight_grid
 
 PRED = np.array([[1.0, 0.0], [2.0, 1.0], [3.0, 1.0]])
 OBS = np.array([[1.0, 0.0], [2.0, 0.0], [4.0, 2.0]])
@@ -182,11 +183,58 @@ def test_gap_recovery_degenerate_is_nan_with_reason():
   assert "denominator" in out.reason
 
 
-def test_lambda_grid_spans_to_all_cheapest():
+def test_cost_weight_grid_spans_to_all_cheapest():
   u = np.array([[1.0, 0.5], [0.2, 0.4]])
   costs = np.array([1.0, 0.0])
-  grid = fr.lambda_grid([u, np.array([[0.0, -np.inf], [0.0, -np.inf]])], costs, num=5)
+  grid = cost_weight_grid(u, costs, num=5)
   # The cheapest LLM (1) wins row 0 once λ > (1 - 0.5) / (1 - 0) = 0.5.
   assert grid[0] == 0 and grid[-1] == pytest.approx(0.505) and np.all(np.diff(grid) > 0)
   np.testing.assert_array_equal(fr.route(u, costs, grid[0]), [0, 1])
   np.testing.assert_array_equal(fr.route(u, costs, grid[-1]), [1, 1])
+  # A router that never picks the cheapest LLM (-inf): the bound is over the LLMs it may pick.
+  # Row 0 may pick LLMs 0 (cost 1) and 2 (cost 2): 2 loses once λ > (3 - 1) / (2 - 1) = 2.
+  restricted = np.array([[1.0, -np.inf, 3.0], [0.0, -np.inf, -np.inf]])
+  costs3 = np.array([1.0, 0.0, 2.0])
+  assert cost_weight_grid(restricted, costs3, num=3)[-1] == pytest.approx(2.02)
+  # A single LLM (no choice) and equal costs: no cost weight changes the routing.
+  np.testing.assert_array_equal(cost_weight_grid(np.array([[0.0, -np.inf]]), costs, num=5), [0])
+  np.testing.assert_array_equal(cost_weight_grid(u, np.array([0.3, 0.3]), num=5), [0])
+
+
+def test_headline_r2_is_the_mean_of_per_llm_r2():
+  # Two LLMs with very different average rewards: a predictor that knows only each LLM's average
+  # (plus noise) gets a high pooled R² from the spread between columns, while each LLM's own R²
+  # is negative, which is what matters for routing prompt by prompt.
+  rng = np.random.default_rng(0)
+  obs = np.stack([rng.normal(0.0, 1.0, 200), rng.normal(10.0, 1.0, 200)], axis=1)
+  pred = np.array([0.0, 10.0]) + rng.normal(0.0, 1.0, (200, 2))
+  per_llm = metrics.r2(pred, obs, axis=0)
+  assert np.all(per_llm < 0)
+  assert metrics.r2(pred, obs, axis=None) > 0.9
+  assert metrics.mean_r2(pred, obs) == pytest.approx(per_llm.mean())
+  # Constant columns are skipped; all constant: nan.
+  obs_c = obs.copy()
+  obs_c[:, 0] = 1.0
+  assert metrics.mean_r2(pred, obs_c) == pytest.approx(metrics.r2(pred, obs_c, axis=0)[1])
+  assert math.isnan(metrics.mean_r2(pred, np.ones_like(obs)))
+
+
+def test_pairwise_auroc_averages_pairs():
+  # Prompts 0-3: obs [1, 0, 1]; prompt 4: obs [1, 1, 0].
+  # Pair (0, 1) differs on prompts 0-3, predicted right (0.9 > 0.1): AUROC 1.
+  # Pair (0, 2) differs on prompt 4 only, predicted right (0.9 > 0.5): AUROC 1.
+  # Pair (1, 2) differs on all five; right on 0-3 (0.1 < 0.2), wrong on 4 (0.1 < 0.5 but 1 wins).
+  # Both orientations: positives {-0.4, 0.1 x4}, negatives {-0.1 x4, 0.4}: 16 of 25 won -> 0.64.
+  obs = np.array([[1, 0, 1], [1, 0, 1], [1, 0, 1], [1, 0, 1], [1, 1, 0]], dtype=float)
+  pred = np.array([[0.9, 0.1, 0.2]] * 4 + [[0.9, 0.1, 0.5]])
+  per_pair = metrics.pairwise_auroc_per_pair(pred, obs)
+  np.testing.assert_allclose(per_pair[[0, 0, 1], [1, 2, 2]], [1.0, 1.0, 0.64])
+  np.testing.assert_array_equal(per_pair, per_pair.T)
+  assert np.all(np.isnan(np.diag(per_pair)))
+  # Each pair counts once: (1 + 1 + 0.64) / 3.
+  assert metrics.pairwise_auroc(pred, obs) == pytest.approx(0.88)
+  # Pooled, pair (0, 1)'s 8 comparisons weigh 4x pair (0, 2)'s 2: positives {0.8 x4, 0.4, -0.4,
+  # 0.1 x4}, negatives {-0.8 x4, -0.4, -0.1 x4, 0.4}: won 40 + 9.5 + 4.5 + 36 = 90 of 100.
+  assert metrics.pooled_pairwise_auroc(pred, obs) == pytest.approx(0.9)
+  # One LLM pair that never differs is skipped; none differing: nan.
+  assert math.isnan(metrics.pairwise_auroc(np.zeros((2, 3)), np.ones((2, 3))))

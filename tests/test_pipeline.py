@@ -7,10 +7,10 @@ import pytest
 
 from erpjax import cli, pipeline
 from erpjax.config import EncoderConfig
+from erpjax.data import make_synthetic_benchmark
 from erpjax.eval import metrics
 from erpjax.estimate import estimate_expected_rewards
 from erpjax.routing import fit_router, load_router
-from erpjax.synthetic import make_synthetic_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +28,24 @@ def test_demo_writes_report_plot_and_router(tmp_path, capsys):
   assert cli.main(["demo", "--output-dir", str(out), "--num-train", "300", "--num-test", "100",
                    "--samples-per-prompt", "4", "--budget", "0.0015"]) == 0
   printed = capsys.readouterr().out
-  assert "oracle" in printed and "test R²" in printed
-  for name in ("summary.json", "summary.md", "predictions.parquet", "reward_vs_cost.png"):
+  assert "oracle" in printed and "R² per LLM" in printed
+  for name in ("metrics.json", "report.md", "predictions.parquet", "reward_vs_cost.png",
+               "regret_vs_cost.png", "pred_vs_observed_ERP.png"):
     assert (out / name).stat().st_size > 0
-  summary = json.loads((out / "summary.json").read_text())
-  results = {r["name"].split(":")[0]: r for r in summary["results"]}
-  erp, oracle = results["ERP (lambda=0)"], results["oracle"]
-  assert oracle["mean_reward"] >= erp["mean_reward"]
-  assert oracle["mean_reward"] >= results["best single LLM"]["mean_reward"]
+  result = json.loads((out / "metrics.json").read_text())
+  routers = result["routers"]
+  # `run` reports ERP beside the baselines only: no peers.
+  assert set(routers) == {"ERP", "oracle"}
+  erp, oracle = routers["ERP"]["lambda0"], routers["oracle"]["lambda0"]
+  assert oracle["reward"] >= erp["reward"]
+  assert oracle["reward"] >= result["best_single_llm"]["reward"]
+  assert result["best_single_llm"]["chosen_on"] == "train"
   # The synthetic rewards are a function of category and difficulty, which MiniLM embeds well.
-  assert summary["r2_overall"] > 0.5
-  assert summary["budget"]["test_mean_cost"] <= 0.0015
+  assert routers["ERP"]["prediction"]["r2_pooled"] > 0.5
+  assert result["budget"]["route_cost"] <= 0.0015
+  assert result["headline"].startswith("synthetic/test: default router ERP: reward ")
   router = load_router(out / "router")
-  assert router.spec.llms == tuple(summary["llms"])
+  assert router.spec.llms == tuple(result["llms"])
 
 
 def test_route_and_embed_commands_use_a_saved_router(tmp_path, encoder):
@@ -109,3 +114,7 @@ def test_evaluate_puts_erp_beside_the_peers(tmp_path, capsys):
   assert routers["ERP"]["lambda0"]["reward"] > routers["random"]["lambda0"]["reward"]
   assert (tmp_path / "eval" / "reward_vs_cost.png").exists()
   assert "ERP" in capsys.readouterr().out
+  assert {routers[n]["role"] for n in ("knn", "zooter", "mf", "mlp", "random")} == {
+      "label-free peer"}
+  assert routers["category_best"]["role"] == "peer"
+  assert " vs best label-free peer " in result["headline"]

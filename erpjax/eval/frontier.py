@@ -1,8 +1,9 @@
 """Cost-aware routing, reward-vs-cost frontiers and the area metrics over them.
 
-A router gives utilities `u: [N, M]` (predicted reward-like score per prompt and LLM); at a
-trade-off λ >= 0 it routes prompt n to argmax_i u[n, i] - λ·c_i with routing costs `c: [M]`.
-Sweeping λ gives a family of routers, each a point (mean cost, mean reward) on the test set.
+A router gives utilities `u: [N, M]` (predicted reward-like score per prompt and LLM); at a cost
+weight λ >= 0 it routes prompt n to argmax_i u[n, i] - λ·c_i with routing costs `c: [M]`.
+Sweeping λ over the router's own grid (`erpjax.routing.cost_weight_grid` of its utilities) gives
+a family of routers, each a point (mean cost, mean reward) on the test set.
 
 Curves and area metrics:
 - `nondecreasing_hull` is RouterBench's "non-decreasing convex hull" (Hu et al., RouterBench,
@@ -23,14 +24,14 @@ Curves and area metrics:
 
 Outside the hull's cost range the curve is extended flat (`np.interp` semantics). On the right
 this is exact for a budget reading of the curve; on the left it is optimistic, so `Hull.uncovered`
-and the `uncovered` field of results say how much of an interval had to be extrapolated. A λ grid
-from `lambda_grid` reaches the all-cheapest routing, so with routing costs nothing is
+and the `uncovered` field of results say how much of an interval had to be extrapolated. A router's
+`cost_weight_grid` reaches its all-cheapest routing, so with routing costs nothing is
 extrapolated.
 """
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -38,21 +39,21 @@ from erpjax import routing
 from erpjax.eval import metrics
 
 
-def route(utilities, costs, lam: float) -> np.ndarray:
-  """Choice `[N]` = argmax_i utilities[n, i] - lam·costs[i], ties to the cheaper LLM: the rule of
+def route(utilities, costs, cost_weight: float) -> np.ndarray:
+  """Choice `[N]` = argmax_i utilities[n, i] - λ·costs[i], ties to the cheaper LLM: the rule of
   `erpjax.routing.route`, which ERP routes with, applied to any router's utilities.
 
   Args:
     utilities: `[N, M]`; -inf marks an LLM the router never picks.
     costs: `[M]` routing cost per call.
-    lam: the cost trade-off λ >= 0.
+    cost_weight: the cost trade-off λ >= 0.
   """
   utilities, costs = np.asarray(utilities), np.asarray(costs)
   if utilities.ndim != 2 or costs.shape != utilities.shape[1:]:
     raise ValueError(f"utilities {utilities.shape} must be [N, M] with costs {costs.shape} [M]")
-  if not lam >= 0:
-    raise ValueError(f"lam must be >= 0, got {lam}")
-  return np.asarray(routing.route(utilities, costs, lam))
+  if not cost_weight >= 0:
+    raise ValueError(f"cost_weight must be >= 0, got {cost_weight}")
+  return np.asarray(routing.route(utilities, costs, cost_weight))
 
 
 def realized_costs(choice, route_costs, call_costs=None) -> np.ndarray:
@@ -65,73 +66,45 @@ def realized_costs(choice, route_costs, call_costs=None) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Frontier:
-  """A router family swept over λ: one entry per λ, in the order of `lambdas`.
+  """A router family swept over λ: one entry per cost weight, in the order of `cost_weights`.
 
   Attributes:
-    lambdas: `[L]` trade-offs.
+    cost_weights: `[L]` trade-offs λ.
     cost: `[L]` mean realized cost per prompt.
     reward: `[L]` mean observed reward of the chosen LLMs.
     regret: `[L]` mean per-prompt regret.
   """
 
-  lambdas: np.ndarray
+  cost_weights: np.ndarray
   cost: np.ndarray
   reward: np.ndarray
   regret: np.ndarray
 
 
-def measure(choices, lambdas, rewards, route_costs, call_costs=None) -> Frontier:
+def measure(choices, cost_weights, rewards, route_costs, call_costs=None) -> Frontier:
   """Measure a family of routings on the test set.
 
   Args:
     choices: `[L, N]` chosen LLM per prompt for each member of the family.
-    lambdas: `[L]` the trade-off that produced each routing.
+    cost_weights: `[L]` the trade-off λ that produced each routing.
     rewards: `[N, M]` observed test rewards.
     route_costs: `[M]` routing costs, used as each call's cost when `call_costs` is None.
     call_costs: optional `[N, M]` observed per-call costs.
   """
-  lambdas = np.asarray(lambdas, dtype=np.float64)
-  if len(choices) != lambdas.size:
-    raise ValueError(f"{len(choices)} routings for {lambdas.size} lambdas")
+  cost_weights = np.asarray(cost_weights, dtype=np.float64)
+  if len(choices) != cost_weights.size:
+    raise ValueError(f"{len(choices)} routings for {cost_weights.size} cost weights")
   cost = [realized_costs(c, route_costs, call_costs).mean() for c in choices]
   reward = [metrics.chosen(rewards, c).mean() for c in choices]
   regret = [metrics.mean_regret(rewards, c) for c in choices]
-  return Frontier(lambdas, np.array(cost), np.array(reward), np.array(regret))
+  return Frontier(cost_weights, np.array(cost), np.array(reward), np.array(regret))
 
 
-def sweep(utilities, rewards, route_costs, lambdas, call_costs=None) -> Frontier:
-  """Route with `utilities` at every λ of `lambdas` (`[L]`, each >= 0) and `measure` the family."""
-  choices = [route(utilities, route_costs, float(lam)) for lam in np.asarray(lambdas)]
-  return measure(choices, lambdas, rewards, route_costs, call_costs)
-
-
-def lambda_grid(
-    utilities: Iterable[np.ndarray], costs, num: int = 50, span: float = 1e4
-) -> np.ndarray:
-  """A λ grid `[num]` shared by routers: 0, then `num - 1` log-spaced values up to 1.01·λ_max.
-
-  λ_max is the largest `erpjax.routing.max_useful_cost_weight` of the routers, the λ from which
-  each sends every prompt to the cheapest LLM, so the sweep reaches the all-cheapest routing. Log
-  spacing over `span` serves routers whose utilities have different scales (rewards,
-  log-probabilities).
-
-  Args:
-    utilities: each router's `[N, M]` utilities; routers with non-finite utilities (single LLMs,
-      whose choice no λ changes) are skipped.
-    costs: `[M]` routing costs.
-    num: grid size, >= 2.
-    span: ratio of the largest to the smallest positive λ, > 1.
-  """
-  if num < 2 or span <= 1:
-    raise ValueError(f"need num >= 2 and span > 1, got num={num}, span={span}")
-  costs = np.asarray(costs, dtype=np.float64)
-  lam_max = max((routing.max_useful_cost_weight(np.asarray(u, dtype=np.float64), costs)
-                 for u in utilities if np.all(np.isfinite(u))), default=0.0)
-  if lam_max <= 0:
-    # Every router already routes everything to the cheapest LLM; any positive scale will do.
-    lam_max = 1.0 / max(float(np.ptp(costs)), 1e-12)
-  lam_max *= 1.01
-  return np.concatenate([[0.0], np.geomspace(lam_max / span, lam_max, num - 1)])
+def sweep(utilities, rewards, route_costs, cost_weights, call_costs=None) -> Frontier:
+  """Route with `utilities` at every λ of `cost_weights` (`[L]`, each >= 0) and `measure` the
+  family."""
+  choices = [route(utilities, route_costs, float(w)) for w in np.asarray(cost_weights)]
+  return measure(choices, cost_weights, rewards, route_costs, call_costs)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

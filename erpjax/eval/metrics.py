@@ -7,8 +7,13 @@ LLM a router picked for each prompt.
 Prediction metrics take `axis`: `axis=0` scores each LLM (column) on its own and returns `[M]`;
 `axis=None` pools every cell and returns a float. A metric that is undefined on its input (zero
 variance, no pairs) is nan, never an exception.
+
+Headline figures average per-LLM (or per-pair) values, as the ERP paper does: a pooled R² credits
+a predictor for knowing each LLM's average reward (the spread between columns), which says
+nothing about routing prompt by prompt; pooled values are reported beside them, labelled.
 """
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,6 +57,13 @@ def r2(pred, rewards, axis: int | None = 0):
   with np.errstate(divide="ignore", invalid="ignore"):
     out = np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), np.nan)
   return _squeeze(out, axis)
+
+
+def mean_r2(pred, rewards) -> float:
+  """The headline R²: the mean over LLMs of each LLM's own R² (`r2(axis=0)`), skipping constant
+  columns; nan if every column is constant. `pred`, `rewards`: `[N, M]`."""
+  per_llm = r2(pred, rewards, axis=0)
+  return float(np.mean(per_llm[np.isfinite(per_llm)])) if np.isfinite(per_llm).any() else math.nan
 
 
 def r2_by_category(pred, rewards, categories: Sequence[str]) -> dict[str, float]:
@@ -123,8 +135,8 @@ def auroc(scores, labels) -> float:
   return float(u / (n_pos * n_neg))
 
 
-def pairwise_auroc(pred, rewards) -> float:
-  """How well predictions order the LLMs on each prompt.
+def pooled_pairwise_auroc(pred, rewards) -> float:
+  """How well predictions order the LLMs on each prompt, all LLM pairs pooled.
 
   For every prompt n and every ordered pair (i, j), i != j, of LLMs whose observed rewards differ,
   the score is sigmoid(pred[n, i] - pred[n, j]) and the label is [rewards[n, i] > rewards[n, j]].
@@ -146,6 +158,30 @@ def pairwise_auroc(pred, rewards) -> float:
   diff_r = r[:, :, None] - r[:, None, :]
   keep = diff_r != 0  # also drops i == j
   return auroc(diff_p[keep], diff_r[keep] > 0)
+
+
+def pairwise_auroc_per_pair(pred, rewards) -> np.ndarray:
+  """`[M, M]` symmetric: entry (i, j) is `pooled_pairwise_auroc` of LLMs i and j alone (how well
+  the predictions tell which of the two is better, over the prompts where they differ); nan on the
+  diagonal and for pairs that never differ."""
+  p, r = _as_float(pred), _as_float(rewards)
+  if p.shape != r.shape or p.ndim != 2:
+    raise ValueError(f"pred {p.shape} and rewards {r.shape} must both be [N, M]")
+  m = p.shape[1]
+  out = np.full((m, m), np.nan)
+  for i in range(m):
+    for j in range(i + 1, m):
+      out[i, j] = out[j, i] = pooled_pairwise_auroc(p[:, [i, j]], r[:, [i, j]])
+  return out
+
+
+def pairwise_auroc(pred, rewards) -> float:
+  """The headline pairwise AUROC: the mean over LLM pairs of `pairwise_auroc_per_pair`, skipping
+  pairs that never differ (the ERP paper's per-pair average; pooling every pair instead lets the
+  easy pairs, e.g. a weak LLM against a strong one, dominate). nan if no pair differs."""
+  per_pair = pairwise_auroc_per_pair(pred, rewards)
+  upper = per_pair[np.triu_indices(per_pair.shape[0], k=1)]
+  return float(np.mean(upper[np.isfinite(upper)])) if np.isfinite(upper).any() else math.nan
 
 
 def _check_choice(rewards, choice) -> tuple[np.ndarray, np.ndarray]:

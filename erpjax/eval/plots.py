@@ -24,12 +24,23 @@ def _use_log_cost(costs: np.ndarray) -> bool:
 
 
 def _frontier_figure(frontiers: Mapping[str, Frontier], field: str, single_cost: np.ndarray,
-                     single_value: np.ndarray, llm_names: Sequence[str], ylabel: str) -> Figure:
+                     single_value: np.ndarray, llm_names: Sequence[str], ylabel: str,
+                     chosen: str | None, points: Mapping[str, tuple[float, float]]) -> Figure:
   fig = Figure(figsize=(9, 6.5), layout="constrained")
   ax = fig.add_subplot()
   for name, f in frontiers.items():
-    style = dict(color="black", linestyle="--", linewidth=1.5) if name == ORACLE else {}
-    ax.plot(f.cost, getattr(f, field), marker=".", markersize=4, label=name, **style)
+    style, label = {}, name
+    if name == ORACLE:
+      style = dict(color="black", linestyle="--", linewidth=1.5)
+    elif name == chosen:
+      # The router the report is about stands out from its peers, its λ = 0 end starred.
+      style, label = dict(color="crimson", linewidth=2.5, zorder=4), f"{name} (chosen)"
+      ax.scatter(f.cost[:1], getattr(f, field)[:1], marker="*", s=220, color="crimson", zorder=5,
+                 edgecolors="black", linewidths=0.6, label=f"{name} at λ=0")
+    ax.plot(f.cost, getattr(f, field), marker=".", markersize=4, label=label, **style)
+  for name, (x, y) in points.items():
+    ax.scatter([x], [y], marker="X", s=120, color="crimson", edgecolors="black", zorder=5,
+               label=name)
   ax.scatter(single_cost, single_value, marker="D", color="dimgray", zorder=3, label="single LLMs")
   for name, x, y in zip(llm_names, single_cost, single_value):
     ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -45,18 +56,28 @@ def _frontier_figure(frontiers: Mapping[str, Frontier], field: str, single_cost:
 
 
 def reward_vs_cost(frontiers: Mapping[str, Frontier], single_cost, single_reward,
-                   llm_names: Sequence[str]) -> Figure:
+                   llm_names: Sequence[str], *, chosen: str | None = None,
+                   points: Mapping[str, tuple[float, float]] | None = None) -> Figure:
   """Each router's λ-sweep as a line of (mean cost, mean reward), single LLMs as labeled points;
-  a router named "oracle" is drawn dashed black."""
+  a router named "oracle" is drawn dashed black, the `chosen` router bold with a star at λ = 0.
+
+  Args:
+    frontiers: {router name: its λ-sweep}.
+    single_cost, single_reward: `[M]` each single LLM's mean cost and reward.
+    llm_names: `[M]` their names.
+    chosen: the router the report is about, if any.
+    points: {label: (cost, reward)} single routings to mark (e.g. the chosen router at a budget).
+  """
   return _frontier_figure(frontiers, "reward", np.asarray(single_cost), np.asarray(single_reward),
-                          llm_names, "mean observed reward")
+                          llm_names, "mean observed reward", chosen, points or {})
 
 
 def regret_vs_cost(frontiers: Mapping[str, Frontier], single_cost, single_regret,
-                   llm_names: Sequence[str]) -> Figure:
-  """Like `reward_vs_cost`, with mean per-prompt regret on the y axis."""
+                   llm_names: Sequence[str], *, chosen: str | None = None,
+                   points: Mapping[str, tuple[float, float]] | None = None) -> Figure:
+  """Like `reward_vs_cost`, with mean per-prompt regret on the y axis (`points` give regrets)."""
   return _frontier_figure(frontiers, "regret", np.asarray(single_cost), np.asarray(single_regret),
-                          llm_names, "mean regret")
+                          llm_names, "mean regret", chosen, points or {})
 
 
 def predicted_vs_observed(pred, rewards, llm_names: Sequence[str], title: str) -> Figure:
