@@ -2,7 +2,8 @@
 
 Every peer is fit on the same train split and gives utilities `[N, M]` on the test split: a
 predicted reward-like score per prompt and LLM. Routing at λ is argmax_i u[n, i] - λ·c_i
-(`erpjax.eval.frontier.route`), so every peer is swept over the same λ grid as ERP.
+(`erpjax.eval.frontier.route`), the rule ERP routes with; the report sweeps each router over its
+own grid of λ (`erpjax.routing.cost_weight_grid` of its utilities).
 
 Routers are frozen dataclasses: the constructor holds the configuration, `fit` returns a new
 fitted instance, and `utilities` needs a fitted one. The optax-trained peers (Zooter, matrix
