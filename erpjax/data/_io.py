@@ -154,6 +154,14 @@ def load_folder(
                       file=root / name)
     splits.append(read_dataset(root / name))
   train_set, test_set = splits
+  counts = np.bincount(train_set.samples.llm_index, minlength=train_set.num_llms)
+  if unsampled := [llm for llm, count in zip(train_set.llms, counts) if count == 0]:
+    raise DataError(f"LLM(s) {unsampled} have no samples in the train split: there is nothing to "
+                    "learn their rewards from; add samples or remove them from the llms table",
+                    file=root / train)
+  if missing := [llm for llm in train_set.llms if llm not in test_set.llms]:
+    raise DataError(f"LLM(s) {missing} of the train split are not in the test split's llms table",
+                    file=root / test)
   return train_set, resolve_overlap(test_set, find_overlap(train_set, test_set), dedupe=dedupe)
 
 
