@@ -261,7 +261,8 @@ def report(fit: FittedERP, out_dir: str | pathlib.Path, *, peer_utilities=None,
 
 def write_predictions(fit: FittedERP, path: str | pathlib.Path) -> pathlib.Path:
   """Writes the test split's predictions to Parquet: prompt_id, category, `<llm>|predicted` and
-  `<llm>|observed` for each LLM, and `routed_lambda0` (the LLM ERP routes each prompt to at λ=0)."""
+  `<llm>|observed` for each LLM, and `routed_cost_weight_0` (the LLM ERP routes each prompt to at
+  λ = 0)."""
   import pyarrow as pa
   import pyarrow.parquet as pq
 
@@ -272,7 +273,7 @@ def write_predictions(fit: FittedERP, path: str | pathlib.Path) -> pathlib.Path:
   for j, llm in enumerate(fit.test.llms):
     columns[f"{llm}|predicted"] = fit.test_predicted[:, j]
     columns[f"{llm}|observed"] = fit.test_rewards[:, j]
-  columns["routed_lambda0"] = [fit.test.llms[i] for i in
+  columns["routed_cost_weight_0"] = [fit.test.llms[i] for i in
                                np.asarray(route(fit.test_predicted, fit.test.costs, 0.0))]
   return atomic_write(path, lambda p: pq.write_table(pa.table(columns), p))
 

@@ -87,15 +87,16 @@ def test_write_report_files_and_values(tmp_path, call_costs):
       expected = gap.cpt[p]
       assert (r[key] is None) if math.isnan(expected) else r[key] == pytest.approx(expected)
     choice = fr.route(u, data.route_costs, 0.0)
-    assert r["lambda0"]["reward"] == pytest.approx(metrics.chosen(data.rewards, choice).mean())
-    assert r["lambda0"]["regret"] == pytest.approx(metrics.mean_regret(data.rewards, choice))
-    assert r["lambda0"]["top1"] == pytest.approx(metrics.top1_accuracy(data.rewards, choice))
-    assert r["lambda0"]["cost"] == pytest.approx(
+    at0 = r["cost_weight_0"]
+    assert at0["reward"] == pytest.approx(metrics.chosen(data.rewards, choice).mean())
+    assert r["cost_weight_0"]["regret"] == pytest.approx(metrics.mean_regret(data.rewards, choice))
+    assert r["cost_weight_0"]["top1"] == pytest.approx(metrics.top1_accuracy(data.rewards, choice))
+    assert r["cost_weight_0"]["cost"] == pytest.approx(
         fr.realized_costs(choice, data.route_costs, data.call_costs).mean())
     math_rows = data.categories == "math"
-    assert r["lambda0"]["by_category"]["math"]["reward"] == pytest.approx(
+    assert r["cost_weight_0"]["by_category"]["math"]["reward"] == pytest.approx(
         metrics.chosen(data.rewards[math_rows], choice[math_rows]).mean())
-  assert result["routers"]["oracle"]["lambda0"]["regret"] == 0
+  assert result["routers"]["oracle"]["cost_weight_0"]["regret"] == 0
   # A single LLM's routing changes with no λ: its grid is [0] and its frontier one point.
   assert result["routers"]["always large"]["cost_weights"] == [0.0]
   assert result["routers"]["always large"]["frontier"]["reward"] == pytest.approx(
@@ -179,7 +180,7 @@ def test_each_router_has_its_own_grid_so_a_wide_peer_changes_nothing(tmp_path):
   assert beside["routers"]["wide"]["cost_weights"][-1] > 1e5 * erp_alone["cost_weights"][-1]
 
 
-def test_equal_costs_report_lambda0_and_say_why(tmp_path):
+def test_equal_costs_report_cost_weight_0_and_say_why(tmp_path):
   utilities, data = _data(False)
   equal = report.EvalSet(data.rewards, np.full(M, 0.5), llm_names=LLMS, name="flat")
   result = report.write_report(tmp_path, utilities, equal, chosen="erp",
@@ -190,11 +191,12 @@ def test_equal_costs_report_lambda0_and_say_why(tmp_path):
     assert r["aiq"] is None and r["apgr"] is None and r["cpt50"] is None
     assert r["aiq_reason"] == r["gap_reason"] == report.EQUAL_COSTS
     choice = fr.route(utilities.get(name, data.rewards), equal.route_costs, 0.0)
-    assert r["lambda0"]["reward"] == pytest.approx(metrics.chosen(data.rewards, choice).mean())
+    at0 = r["cost_weight_0"]
+    assert at0["reward"] == pytest.approx(metrics.chosen(data.rewards, choice).mean())
   md = (tmp_path / "report.md").read_text()
   assert "All LLMs cost the same" in md and "| AIQ |" not in md and "n/a" not in md
-  knn = result["routers"]["knn"]["lambda0"]["reward"]
-  random = result["routers"]["random"]["lambda0"]["reward"]
+  knn = result["routers"]["knn"]["cost_weight_0"]["reward"]
+  random = result["routers"]["random"]["cost_weight_0"]["reward"]
   best_peer = "knn" if knn >= random else "random"
   assert result["headline"].endswith(f"at λ=0 ({best_peer})")
   assert "equal costs, so no AIQ" in result["headline"]
@@ -206,9 +208,9 @@ def test_headline_budget_and_marked_frontier(tmp_path):
       tmp_path, utilities, data, chosen="erp", predictions={"erp": utilities["erp"]},
       label_free_peers=["knn", "random"], best_single_llm="medium", budget=0.5)
   routers = result["routers"]
-  x = routers["erp"]["lambda0"]["reward"]
+  x = routers["erp"]["cost_weight_0"]["reward"]
   y = data.rewards[:, 2].mean()
-  o = routers["oracle"]["lambda0"]["reward"]
+  o = routers["oracle"]["cost_weight_0"]["reward"]
   assert result["best_single_llm"]["name"] == "medium"
   assert result["best_single_llm"]["chosen_on"] == "train"
   assert result["best_single_llm"]["reward"] == pytest.approx(y)

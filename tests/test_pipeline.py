@@ -36,7 +36,7 @@ def test_demo_writes_report_plot_and_router(tmp_path, capsys):
   routers = result["routers"]
   # `run` reports ERP beside the baselines only: no peers.
   assert set(routers) == {"ERP", "oracle"}
-  erp, oracle = routers["ERP"]["lambda0"], routers["oracle"]["lambda0"]
+  erp, oracle = routers["ERP"]["cost_weight_0"], routers["oracle"]["cost_weight_0"]
   assert oracle["reward"] >= erp["reward"]
   assert oracle["reward"] >= result["best_single_llm"]["reward"]
   assert result["best_single_llm"]["chosen_on"] == "train"
@@ -110,8 +110,8 @@ def test_evaluate_puts_erp_beside_the_peers(tmp_path, capsys):
   routers = result["routers"]
   for name in ("ERP", "knn", "zooter", "mf", "mlp", "category_best", "random", "oracle"):
     assert name in routers, sorted(routers)
-  assert routers["oracle"]["lambda0"]["reward"] >= routers["ERP"]["lambda0"]["reward"]
-  assert routers["ERP"]["lambda0"]["reward"] > routers["random"]["lambda0"]["reward"]
+  assert routers["oracle"]["cost_weight_0"]["reward"] >= routers["ERP"]["cost_weight_0"]["reward"]
+  assert routers["ERP"]["cost_weight_0"]["reward"] > routers["random"]["cost_weight_0"]["reward"]
   assert (tmp_path / "eval" / "reward_vs_cost.png").exists()
   assert "ERP" in capsys.readouterr().out
   assert {routers[n]["role"] for n in ("knn", "zooter", "mf", "mlp", "random")} == {

@@ -263,7 +263,7 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
         "role": _role(name, chosen=chosen, candidates=candidates,
                       label_free_peers=label_free_peers, permuted=permuted),
         # Every grid starts at λ = 0.
-        "lambda0": _at_cost_weight0(data, family[0]),
+        "cost_weight_0": _at_cost_weight0(data, family[0]),
         **_family_metrics(frontiers[name], single_cost, single_reward, interval, levels,
                           data.equal_costs),
     }
@@ -333,7 +333,7 @@ def headline(result: dict) -> str | None:
   routers = result["routers"]
   mine, oracle = routers[chosen], routers[plots.ORACLE]
   best = result["best_single_llm"]
-  x, y, o = mine["lambda0"]["reward"], best["reward"], oracle["lambda0"]["reward"]
+  x, y, o = mine["cost_weight_0"]["reward"], best["reward"], oracle["cost_weight_0"]["reward"]
   gap = (f"{100 * (x - y) / (o - y):+.0f}% of the oracle gap" if o > y
          else "the oracle is no better than it")
   line = (f"{result['dataset']}: default router {chosen}: reward {_fmt(x)} at λ=0 vs best single "
@@ -342,8 +342,9 @@ def headline(result: dict) -> str | None:
   if result["equal_costs"]:
     line += "; equal costs, so no AIQ"
     if peers:
-      name = max(peers, key=lambda n: peers[n]["lambda0"]["reward"])
-      line += f": best label-free peer {_fmt(peers[name]['lambda0']['reward'])} at λ=0 ({name})"
+      name = max(peers, key=lambda n: peers[n]["cost_weight_0"]["reward"])
+      reward = peers[name]["cost_weight_0"]["reward"]
+      line += f": best label-free peer {_fmt(reward)} at λ=0 ({name})"
     return line
   line += f", AIQ {_fmt(mine['aiq'])}"
   scored = {n: r for n, r in peers.items() if _finite(r["aiq"])}
@@ -384,7 +385,7 @@ def markdown(result: dict) -> str:
               "|---" * (8 + len(cpts)) + "|"]
   notes: dict[str, list[str]] = {}  # note -> routers it applies to
   for name, r in result["routers"].items():
-    l0 = r["lambda0"]
+    l0 = r["cost_weight_0"]
     cells = [l0["reward"], l0["cost"], l0["regret"], l0["top1"]]
     if not equal:
       cells += [r["aiq"], r["apgr"]] + [r[c] for c in cpts]
