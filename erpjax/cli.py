@@ -5,37 +5,62 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import pathlib
 import sys
 import time
+import traceback
+from collections.abc import Callable
 
 import numpy as np
 
 log = logging.getLogger("erpjax")
 
 
-def _print_summary(summary, files) -> None:
-  print(summary.to_markdown())
-  for note in summary.notes:
-    print(f"note: {note}")
-  for path in files.values():
-    print(f"wrote {path}")
+def _check_before_work(config, router_dir: pathlib.Path | None) -> None:
+  """Fails now, not after the work, on outputs that cannot be written: a run folder holding other
+  files or unwritable, a --router folder of someone else's files, a read-only embedding cache."""
+  from erpjax import files, paths
+
+  files.claim_output_dir(config.output_dir, "run")
+  if router_dir is not None:
+    files.check_output_dir(router_dir, "router")
+  if config.encoder.cache:
+    cache = paths.cache_dir() / "embeddings"
+    try:
+      cache.mkdir(parents=True, exist_ok=True)
+      files.atomic_write_bytes(cache / ".write-check", b"")
+      (cache / ".write-check").unlink()
+    except OSError as error:
+      raise files.OutputPathError(
+          f"{cache}: the embedding cache is not writable ({error.strerror}); set ERPJAX_CACHE to "
+          "a writable folder or `encoder: {cache: false}` in the config") from None
 
 
-def _run(config, *, encoder=None, save_router_to: pathlib.Path | None = None):
-  from erpjax import pipeline, summary as summary_lib
-  from erpjax.routing import save_router
+def _run(config, *, encoder=None, router_dir: pathlib.Path | None = None, peers: bool = False,
+         seed: int = 0) -> dict:
+  """Fits once, writes each test split's report (metrics.json, report.md, plots,
+  predictions.parquet; with the peer routers when `peers`), saves the router to `router_dir`
+  (unless None) and prints the report. Returns {split name: metrics}."""
+  from erpjax import pipeline
 
+  _check_before_work(config, router_dir)
   start = time.perf_counter()
-  fit = pipeline.fit_and_predict(config, encoder=encoder)
-  summary = summary_lib.summarize(
-      fit, num_cost_weights=config.routing.num_cost_weights, budget=config.routing.budget)
-  files = summary_lib.write_outputs(summary, fit, config.output_dir)
-  router_dir = save_router_to or pathlib.Path(config.output_dir) / "router"
-  files["router"] = save_router(fit.router, router_dir)
-  _print_summary(summary, files)
+  fits = {config.data.test_splits[0]: pipeline.fit_and_predict(config, encoder=encoder)}
+  out = pathlib.Path(config.output_dir)
+  results = pipeline.report_splits(
+      fits, out, peers=pipeline.default_peers(seed) if peers else (),
+      num_cost_weights=config.routing.num_cost_weights, budget=config.routing.budget, seed=seed)
+  folders = [out] if len(results) == 1 else [out / name for name in results]
+  for folder in folders:
+    print((folder / "report.md").read_text())
+    print(f"wrote {folder}: metrics.json, report.md, predictions.parquet and plots")
+  if router_dir is not None:
+    from erpjax.routing import save_router
+
+    print(f"wrote {save_router(next(iter(fits.values())).router, router_dir)}")
   print(f"done in {time.perf_counter() - start:.1f} s")
-  return summary
+  return results
 
 
 def cmd_run(args) -> int:
@@ -45,7 +70,7 @@ def cmd_run(args) -> int:
   config = RunConfig.from_yaml(args.config)
   if args.output_dir:
     config = dataclasses.replace(config, output_dir=args.output_dir)
-  _run(config)
+  _run(config, router_dir=pathlib.Path(config.output_dir) / "router")
   return 0
 
 
@@ -54,8 +79,7 @@ def cmd_fit(args) -> int:
   from erpjax.config import RunConfig
 
   config = RunConfig.from_yaml(args.config)
-  out = pathlib.Path(args.router or pathlib.Path(config.output_dir) / "router")
-  _run(config, save_router_to=out)
+  _run(config, router_dir=pathlib.Path(args.router or pathlib.Path(config.output_dir) / "router"))
   return 0
 
 
@@ -70,38 +94,37 @@ def cmd_demo(args) -> int:
       routing=RoutingConfig(budget=args.budget),
       output_dir=args.output_dir,
   )
-  _run(config)
+  _run(config, router_dir=pathlib.Path(config.output_dir) / "router")
   return 0
 
 
 def cmd_evaluate(args) -> int:
-  """ERP beside the peer routers: metrics.json, report.md and plots."""
+  """ERP beside the peer routers: the report of `run` with the peers added (no router saved)."""
   from erpjax.config import RunConfig
-  from erpjax.evaluation import evaluate_run
 
   config = RunConfig.from_yaml(args.config)
   if args.output_dir:
     config = dataclasses.replace(config, output_dir=args.output_dir)
-  start = time.perf_counter()
-  evaluate_run(config, seed=args.seed)
-  print(pathlib.Path(config.output_dir, "report.md").read_text())
-  print(f"wrote {config.output_dir}/metrics.json, report.md and plots "
-        f"in {time.perf_counter() - start:.1f} s")
+  _run(config, peers=True, seed=args.seed)
   return 0
 
 
-def _read_prompts(path: pathlib.Path) -> tuple[list[str], list[str]]:
-  """(prompt ids, texts) from a dataset folder, a prompts table (.jsonl/.parquet with `text` and
-  optional `prompt_id`), or a .txt file with one prompt per line."""
-  from erpjax import data
+def _read_prompts(path: str, output: str) -> tuple[list[str], list[str]]:
+  """(prompt ids, texts) of `erpjax embed/route`'s input (`erpjax.data.read_prompts`: a dataset
+  folder, a prompts table, or a .txt file whose line numbers are the ids), after checking that
+  the output file can be written, so that neither fails after the encoder has run."""
+  from erpjax import data, files
 
-  if path.is_dir():
-    dataset = data.read_dataset(path)
-    return list(dataset.prompt_ids), list(dataset.prompts)
-  if path.suffix == ".txt":
-    texts = [line for line in path.read_text().splitlines() if line.strip()]
-    return [f"line-{i + 1}" for i in range(len(texts))], texts
+  files.check_output_file(output)
   return data.read_prompts(path)
+
+
+def _note_truncated(encoder, texts) -> None:
+  """Prints how many prompts the encoder's max_length cut (their embeddings miss the rest)."""
+  truncated = encoder.tokenizer.num_truncated(texts)
+  if truncated:
+    print(f"note: {truncated} of {len(texts)} prompts are longer than the encoder's "
+          f"{encoder.max_length} tokens and were truncated to them (--max-length)")
 
 
 def _write_table(columns: dict, path: pathlib.Path) -> None:
@@ -121,9 +144,10 @@ def cmd_embed(args) -> int:
 
   config = EncoderConfig(path=args.encoder, max_length=args.max_length, batch_size=args.batch_size,
                          dtype=args.dtype)
-  ids, texts = _read_prompts(pathlib.Path(args.input))
+  ids, texts = _read_prompts(args.input, args.output)
   encoder = pipeline.load_encoder(config)
   embeddings = pipeline.embed(encoder, texts, config)
+  _note_truncated(encoder, texts)
   _write_table({"prompt_id": ids, "embedding": list(embeddings)}, pathlib.Path(args.output))
   print(f"wrote {len(ids)} embeddings of dim {embeddings.shape[1]} ({encoder.identifier}) "
         f"to {args.output}")
@@ -137,9 +161,10 @@ def cmd_route(args) -> int:
   from erpjax.routing import cost_weight_for_budget, load_router, route
 
   config = EncoderConfig(path=args.encoder, max_length=args.max_length, batch_size=args.batch_size)
+  ids, texts = _read_prompts(args.input, args.output)
   encoder = pipeline.load_encoder(config)
   router = load_router(args.router, expect_encoder=encoder.identifier)
-  ids, texts = _read_prompts(pathlib.Path(args.input))
+  _note_truncated(encoder, texts)
   predicted = np.asarray(router.predict(pipeline.embed(encoder, texts, config)))
   costs = np.asarray(router.costs[...])
   cost_weight = args.cost_weight
@@ -162,12 +187,15 @@ def cmd_route(args) -> int:
 def cmd_score(args) -> int:
   """Scores every response of a dataset folder with a reward model; writes the dataset with it
   added as one more reward model."""
-  from erpjax import data
-  from erpjax.scoring import ScoringConfig, ScoringEngine, bucket_lengths, score_dataset
+  from erpjax import data, files
+  from erpjax.runtime import bucket_lengths
+  from erpjax.scoring import ScoringConfig, ScoringEngine, score_dataset
 
   dataset = data.read_dataset(args.input)
   output = pathlib.Path(args.output)
   scores = pathlib.Path(args.scores) if args.scores else output.with_name(output.name + ".scores")
+  for folder, kind in ((output, "dataset"), (scores, "scores")):
+    files.check_output_dir(folder, kind)  # before the model loads and the scoring runs
   config = ScoringConfig(lengths=bucket_lengths(args.max_length), dtype=args.dtype,
                          dedupe=not args.no_dedupe)
   engine = ScoringEngine.from_pretrained(args.model, config)
@@ -191,10 +219,15 @@ def _encoder_args(parser) -> None:
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="erpjax", description="Expected reward prediction and cost-aware model routing in JAX.")
-  parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+  parser.add_argument(*GLOBAL_FLAGS, action="store_true",
+                      help="log debug messages; on an error, print its traceback too")
   sub = parser.add_subparsers(dest="command", required=True)
+  flags = _global_flags()
 
-  p = sub.add_parser("demo", help="the whole job on a seeded synthetic benchmark (~1 min)")
+  def add(name: str, **kwargs) -> argparse.ArgumentParser:
+    return sub.add_parser(name, parents=[flags], **kwargs)
+
+  p = add("demo", help="the whole job on a seeded synthetic benchmark (~1 min)")
   p.add_argument("--output-dir", default="runs/demo")
   p.add_argument("--num-train", type=int, default=1200)
   p.add_argument("--num-test", type=int, default=400)
@@ -203,27 +236,27 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=0)
   p.set_defaults(func=cmd_demo)
 
-  p = sub.add_parser("run", help="fit on train, route and report on test, as a YAML config says")
+  p = add("run", help="fit on train, route and report on test, as a YAML config says")
   p.add_argument("config")
   p.add_argument("--output-dir", default=None, help="overrides the config's output_dir")
   p.set_defaults(func=cmd_run)
 
-  p = sub.add_parser("fit", help="fit a router and save it (orbax checkpoint)")
+  p = add("fit", help="fit a router and save it (orbax checkpoint)")
   p.add_argument("config")
   p.add_argument("--router", default=None, help="where to save it (default: <output_dir>/router)")
   p.set_defaults(func=cmd_fit)
 
-  p = sub.add_parser("evaluate", help="ERP beside peer routers: metrics, tables, plots")
+  p = add("evaluate", help="ERP beside peer routers: metrics, tables, plots")
   p.add_argument("config")
   p.add_argument("--output-dir", default=None, help="overrides the config's output_dir")
   p.add_argument("--seed", type=int, default=0, help="seed of the random and trained peers")
   p.set_defaults(func=cmd_evaluate)
 
-  # `train-rm` has its own parser (erpjax.scoring.train_rm.main); `main` hands its arguments over.
-  sub.add_parser("train-rm", help="train a Bradley-Terry reward model on HH-RLHF pairs "
+  # `train-rm` has its own parser (erpjax.train.reward_model.main); `main` hands its arguments over.
+  add("train-rm", help="train a Bradley-Terry reward model on HH-RLHF pairs "
                  "(see `erpjax train-rm --help`)")
 
-  p = sub.add_parser("score", help="score a dataset's responses with a reward model "
+  p = add("score", help="score a dataset's responses with a reward model "
                      "(resumable), adding it to the dataset's reward models")
   p.add_argument("input", help="dataset folder (docs/data_format.md) whose samples have responses")
   p.add_argument("--model", required=True, help="HF folder of a reward model")
@@ -240,14 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
                  help="run identical (prompt, response) pairs through the model each time")
   p.set_defaults(func=cmd_score)
 
-  p = sub.add_parser("embed", help="embed prompts to Parquet")
+  p = add("embed", help="embed prompts to Parquet")
   p.add_argument("input", help="dataset folder, prompts .jsonl/.parquet, or .txt (one per line)")
   p.add_argument("--output", "-o", required=True)
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   _encoder_args(p)
   p.set_defaults(func=cmd_embed)
 
-  p = sub.add_parser("route", help="route prompts with a saved router")
+  p = add("route", help="route prompts with a saved router")
   p.add_argument("input", help="dataset folder, prompts .jsonl/.parquet, or .txt (one per line)")
   p.add_argument("--router", required=True)
   p.add_argument("--output", "-o", required=True)
@@ -260,23 +293,64 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  if argv[:1] == ["train-rm"]:
-    from erpjax.scoring import train_rm
+GLOBAL_FLAGS = ("-v", "--verbose")
 
-    return train_rm.main(argv[1:])
-  args = build_parser().parse_args(argv)
-  logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+
+def _global_flags() -> argparse.ArgumentParser:
+  """The flags every subcommand takes, before or after its name (`erpjax -v run` = `erpjax run
+  -v`). SUPPRESS: a subcommand's parser must not reset a flag given before its name."""
+  flags = argparse.ArgumentParser(add_help=False)
+  flags.add_argument(*GLOBAL_FLAGS, action="store_true", default=argparse.SUPPRESS,
+                     help="log debug messages; on an error, print its traceback too")
+  return flags
+
+
+def _message(error: BaseException) -> str:
+  """One line for an expected failure: OS errors as "<path>: <reason>", the rest as their text
+  (erpjax's own errors name file, row and field themselves)."""
+  if isinstance(error, OSError) and error.filename is not None:
+    where = os.fsdecode(error.filename)
+    if error.filename2 is not None:
+      where += f" -> {os.fsdecode(error.filename2)}"
+    return f"{where}: {error.strerror or error}"
+  if isinstance(error, UnicodeDecodeError):
+    return f"input is not UTF-8 text ({error.reason} at byte {error.start}): {error}"
+  return str(error)
+
+
+def _call(command: str, work: Callable[[], int], verbose: bool) -> int:
+  """Runs one subcommand: its expected failures (bad input, bad config, unusable checkpoints or
+  output folders, I/O and permission errors) end as one message on stderr and exit status 2,
+  with the traceback only under -v. Anything else is a bug and keeps its traceback."""
+  logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                       format="%(levelname)s %(name)s: %(message)s")
   # orbax logs every checkpoint step through absl at INFO; keep the CLI's output readable.
-  logging.getLogger("absl").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+  logging.getLogger("absl").setLevel(logging.DEBUG if verbose else logging.WARNING)
   try:
-    return args.func(args)
-  except (ValueError, FileNotFoundError) as error:
-    # Bad input and bad configs end with their message, not a traceback.
-    print(f"erpjax {args.command}: error: {error}", file=sys.stderr)
+    return work()
+  except KeyboardInterrupt:
+    print(f"erpjax {command}: interrupted", file=sys.stderr)
+    return 130
+  except (ValueError, OSError) as error:
+    if verbose:
+      traceback.print_exc()
+    print(f"erpjax {command}: error: {_message(error)}", file=sys.stderr)
     return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+  """The `erpjax` command; returns the exit status (0 = done, 2 = an error, reported on stderr)."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  # train-rm has its own parser: global flags before its name are read here, the rest is its own.
+  lead = 0
+  while lead < len(argv) and argv[lead] in GLOBAL_FLAGS:
+    lead += 1
+  if argv[lead:lead + 1] == ["train-rm"]:
+    from erpjax.train import reward_model
+
+    return _call("train-rm", lambda: reward_model.main(argv[lead + 1:]), verbose=lead > 0)
+  args = build_parser().parse_args(argv)
+  return _call(args.command, lambda: args.func(args), verbose=args.verbose)
 
 
 if __name__ == "__main__":
