@@ -22,7 +22,8 @@ def _check_before_work(config, router_dir: pathlib.Path | None) -> None:
   files or unwritable, a --router folder of someone else's files, a read-only embedding cache."""
   from erpjax import files, paths
 
-  files.claim_output_dir(config.output_dir, "run")
+  # Checks that write nothing first, so that a refusal leaves no trace.
+  files.check_output_dir(config.output_dir, "run")
   if router_dir is not None:
     files.check_output_dir(router_dir, "router")
   if config.encoder.cache:
@@ -35,6 +36,7 @@ def _check_before_work(config, router_dir: pathlib.Path | None) -> None:
       raise files.OutputPathError(
           f"{cache}: the embedding cache is not writable ({error.strerror}); set ERPJAX_CACHE to "
           "a writable folder or `encoder: {cache: false}` in the config") from None
+  files.claim_output_dir(config.output_dir, "run")
 
 
 def _run(config, *, encoder=None, router_dir: pathlib.Path | None = None, peers: bool = False,
