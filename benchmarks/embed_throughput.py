@@ -3,8 +3,8 @@
 Both sides embed the same real prompts (the first `--num-prompts` of routerbench_subset's CSV
 files, in file-name order) with all-MiniLM-L6-v2 in float32 (`--dtype bfloat16` runs erpjax's
 matmuls in bf16 instead, against the same float32 peer), from text to normalized embeddings:
-  erpjax: `PromptEncoder.encode` (tokenize, sort by length, [batch, bucket] batches, one jitted
-    program per bucket);
+  erpjax: `PromptEncoder.encode` (tokenize, sort by length, [batch, bucket] batches of one text
+    per row, one jitted program per bucket, on `erpjax.runtime.Runner`);
   peer: `SentenceTransformer.encode` (sorts by length, pads each batch to its longest text).
 Same batch size, same max length, same number of CPU threads (the process is pinned to
 `--threads` CPUs, torch.set_num_threads, and XLA's pool follows the pinning; the thread counts are
@@ -94,8 +94,8 @@ def main() -> None:
   # Warm-up: one batch of every shape erpjax will run (compiling its programs), and as many texts
   # for the peer (first calls, allocator).
   start = time.perf_counter()
-  warm = [prompts[i] for shape in sorted({b.tokens.shape for b in batches})
-          for i in next(b for b in batches if b.tokens.shape == shape).rows]
+  warm = [prompts[i] for shape in sorted({b.shape for b in batches})
+          for i in next(b for b in batches if b.shape == shape).ids]
   encoder.encode(warm, progress=False)
   warm_up_s = time.perf_counter() - start
   peer.encode(warm, batch_size=args.batch_size)
@@ -124,13 +124,13 @@ def main() -> None:
                                    convert_to_numpy=True)
 
     times = _common.time_interleaved_steps({
-        "erpjax": [lambda rows=b.rows: erpjax_step(rows) for b in batches],
+        "erpjax": [lambda rows=list(b.ids): erpjax_step(rows) for b in batches],
         "peer": [lambda rows=g: peer_step(rows) for g in peer_groups],
     }, args.repeats)
   setup = _common.setup_fields(threads, "sentence_transformers")
   erpjax_tps = tokens / _common.median(times["erpjax"])
   peer_tps = tokens / _common.median(times["peer"])
-  slots = sum(b.tokens.size for b in batches)
+  slots = sum(b.num_slots for b in batches)
   print(f"{len(prompts)} prompts, {tokens} real tokens; threads: torch {setup['torch_threads']}, "
         f"XLA Eigen pool {setup['xla_eigen_threads']}, CPUs {sorted(os.sched_getaffinity(0))}")
   print(f"erpjax: {erpjax_tps:,.0f} tokens/s  (runs {[round(t, 2) for t in times['erpjax']]} s; "

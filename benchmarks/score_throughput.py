@@ -206,7 +206,7 @@ def main() -> None:
   import torch
   import transformers
 
-  from erpjax import scoring
+  from erpjax import runtime, scoring
 
   torch.set_num_threads(threads)
   items = load_pairs(args.pairs, args.sample, args.seed)
@@ -220,7 +220,7 @@ def main() -> None:
     if args.max_length > positions:
       sys.exit(f"--max-length {args.max_length} exceeds the model's {positions} positions")
     config = scoring.ScoringConfig(
-        lengths=scoring.bucket_lengths(args.max_length, smallest=64),
+        lengths=runtime.bucket_lengths(args.max_length, smallest=64),
         tokens_per_batch=args.batch_size * 128, dtype=args.dtype, progress=False,
         compiler_options={} if args.xla_defaults else None)
     engines = {"erpjax": scoring.ScoringEngine.from_pretrained(folder, config),

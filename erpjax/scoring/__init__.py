@@ -6,7 +6,6 @@ from erpjax.scoring._engine import (
     ScoringConfig,
     ScoringEngine,
     ScoringSummary,
-    param_shardings,
 )
 
 # Input layouts of reward models.
@@ -20,9 +19,6 @@ from erpjax.scoring._format import (
     dialogue,
     formatter_for,
 )
-
-# Bucketing and packing.
-from erpjax.scoring._packing import Batch, Buckets, bucket_lengths, first_fit_decreasing, pack
 
 # Score folders.
 from erpjax.scoring._shards import ScoreFolderError, Scores, read_scores

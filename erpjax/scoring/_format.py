@@ -3,9 +3,9 @@
 A reward model is trained on one input layout, and scores are only meaningful in that layout:
 encoder reward models (e.g. OpenAssistant's DeBERTa) read the pair as two text segments,
 `[CLS] prompt [SEP] response [SEP]`; decoder reward models (Skywork, ArmoRM) read the chat
-template of a user turn and an assistant turn; erpjax's own Bradley-Terry model (`train_rm`) reads
-one Anthropic-HH dialogue, `\\n\\nHuman: prompt\\n\\nAssistant: response`. A `Formatter` turns a
-batch of pairs into token ids no longer than `max_length`.
+template of a user turn and an assistant turn; erpjax's own Bradley-Terry model (`erpjax.train`)
+reads one Anthropic-HH dialogue, `\\n\\nHuman: prompt\\n\\nAssistant: response`. A `Formatter`
+turns a batch of pairs into token ids no longer than `max_length`.
 
 A checkpoint folder may name its layout in config.json as `"erpjax_formatter": "<name>"`;
 otherwise `formatter_for` picks the chat template when the tokenizer has one and the text pair
@@ -17,28 +17,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import transformers
 
 from erpjax.models._hf import read_config
+from erpjax.runtime import Tokenized
 
 FORMATTER_KEY = "erpjax_formatter"
 HUMAN = "\n\nHuman: "
 ASSISTANT = "\n\nAssistant: "
-
-
-class Tokenized(NamedTuple):
-  """N tokenized sequences.
-
-  Attributes:
-    ids: [N] token id lists, each 1 <= length <= max_length.
-    types: [N] token type lists of the same lengths (text pairs for models with segment
-      embeddings, e.g. BERT), or None when the layout has none.
-  """
-
-  ids: list[list[int]]
-  types: list[list[int]] | None = None
 
 
 class Formatter(Protocol):
