@@ -174,12 +174,8 @@ def data_loader(source: str) -> Callable[..., Any]:
   """The function that loads `source`'s splits; `DataConfig.options` are its keyword arguments."""
   from erpjax import data
 
-  if source == "synthetic":
-    from erpjax.synthetic import make_synthetic_benchmark
-
-    return make_synthetic_benchmark
   return {"routerbench": data.load_routerbench, "llmrouter": data.load_llmrouter,
-          "folder": data.load_folder}[source]
+          "folder": data.load_folder, "synthetic": data.make_synthetic_benchmark}[source]
 
 
 # Generic loading: dataclasses from mappings, checked against their type hints.

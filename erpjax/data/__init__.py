@@ -1,17 +1,26 @@
-"""Routing datasets: the data model, readers and writers, and real-data adapters."""
+"""Routing datasets: the data model, readers and writers, real-data adapters and synthetic data.
 
-# Data model.
-from erpjax.data._errors import DataError
-from erpjax.data._schema import RewardSamples, RoutingDataset
+Names are imported on first use (`erpjax._lazy`): `from erpjax.data import RoutingDataset` does
+not load pyarrow or the adapters.
+"""
 
-# Reading and writing the on-disk format (docs/data_format.md).
-from erpjax.data._io import load_folder, read_dataset, read_prompts, write_dataset
+from erpjax._lazy import lazy_exports
 
-# Train/test overlap and prompt text handling.
-from erpjax.data._splits import Overlap, drop_overlap, find_overlap
-from erpjax.data._text import keep_tail, normalize_text, shared_prefix, strip_prefix
-
-# Real-data adapters.
-from erpjax.data._routerbench import load_routerbench
-from erpjax.data._llmrouter import load_llmrouter
-from erpjax.data._perfectblend import read_perfectblend
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    # Data model.
+    "_errors": ("DataError",),
+    "_schema": ("RewardSamples", "RoutingDataset"),
+    # Reading and writing the on-disk format (docs/data_format.md).
+    "_io": ("load_folder", "read_dataset", "read_prompts", "write_dataset"),
+    # Train/test overlap and prompt text handling.
+    "_splits": ("Overlap", "drop_overlap", "find_overlap"),
+    "_text": ("keep_tail", "normalize_text", "shared_prefix", "strip_prefix"),
+    # Real-data adapters.
+    "_routerbench": ("load_routerbench",),
+    "_llmrouter": ("load_llmrouter",),
+    "_perfectblend": ("read_perfectblend",),
+    # Preference pairs (Anthropic HH-RLHF), read by `erpjax train-rm`.
+    "_hh_rlhf": ("HH_FILES", "PreferencePairs", "read_hh_pairs", "split_pairs"),
+    # The seeded synthetic benchmark of `erpjax demo`, with known expected rewards.
+    "_synthetic": ("SyntheticBenchmark", "make_synthetic_benchmark"),
+})

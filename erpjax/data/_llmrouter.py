@@ -62,7 +62,7 @@ def load_llmrouter(
 
   Args:
     split: "train" or "test".
-    root: the data folder; defaults to `paths.shared_data_dir() / "llmrouter"`.
+    root: the data folder; defaults to `paths.shared_data("llmrouter")`.
     dedupe: for the test split, drop questions whose text also occurs in train.
     incomplete: "drop_prompt" drops questions with an unusable score for some LLM (missing, null,
       non-numeric); "keep" keeps their other samples.
@@ -80,7 +80,7 @@ def load_llmrouter(
       raise ValueError(f"{what} must be one of {choices}, got {value!r}")
   if assumed_output_tokens < 0 or chars_per_token <= 0:
     raise ValueError("assumed_output_tokens must be >= 0 and chars_per_token > 0")
-  root = pathlib.Path(root) if root is not None else paths.shared_data_dir() / "llmrouter"
+  root = pathlib.Path(root) if root is not None else paths.shared_data("llmrouter")
 
   notes: list[str] = []
   train_models, train = _read_rows(root / "dcrouter_train.json", None)

@@ -80,7 +80,7 @@ def load_routerbench(
 
   Args:
     split: "train" or "test".
-    root: the folder of CSVs; defaults to `paths.shared_data_dir() / "routerbench_subset"`.
+    root: the folder of CSVs; defaults to `paths.shared_data("routerbench_subset")`.
     tasks: a subset of `TASKS`; all by default.
     prefix: what to do with the few-shot prefix shared by a task's prompts, found on the TRAIN
       prompts of the task (so both splits lose the same text): "strip" removes it, "tail" keeps
@@ -103,7 +103,7 @@ def load_routerbench(
   tasks = tuple(TASKS if tasks is None else tasks)
   for task in tasks:
     _check_choice("task", task, TASKS)
-  root = pathlib.Path(root) if root is not None else paths.shared_data_dir() / "routerbench_subset"
+  root = pathlib.Path(root) if root is not None else paths.shared_data("routerbench_subset")
 
   notes: list[str] = []
   train = [_read_csv(root / f"{task}_train.csv") for task in tasks]

