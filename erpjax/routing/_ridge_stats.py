@@ -101,6 +101,13 @@ def _chunk_moments(mesh: Mesh):
                                out_specs=whole))
 
 
+def _allgather(local: np.ndarray) -> np.ndarray:
+  """[P, ...]: `local` of every process (no communication in a 1-process run)."""
+  if jax.process_count() == 1:
+    return local[None]
+  return np.asarray(multihost_utils.process_allgather(local))
+
+
 def _column_digests(observed_nm: np.ndarray) -> np.ndarray:
   """uint8[M, 16]: a digest of each column's observed-row mask."""
   packed = np.packbits(observed_nm, axis=0)
@@ -163,16 +170,10 @@ class RidgeStatistics:
       raise ValueError("features must be finite")
     observed = np.isfinite(y)
     # Every process must run the same number of steps: the longest chunk sets it.
-    rows = max(self._allgather(np.array([x.shape[0]]))[:, 0])
+    rows = max(_allgather(np.array([x.shape[0]]))[:, 0])
     for start in range(0, rows, self._local_rows):
       self._add_step(x[start:start + self._local_rows], y[start:start + self._local_rows],
                      observed[start:start + self._local_rows])
-
-  def _allgather(self, local: np.ndarray) -> np.ndarray:
-    """[P, ...]: `local` of every process (no communication in a 1-process run)."""
-    if jax.process_count() == 1:
-      return local[None]
-    return np.asarray(multihost_utils.process_allgather(local))
 
   def _global(self, local: np.ndarray) -> jax.Array:
     """This process's [local_rows, ...] block of a global array split by rows over "data"."""
@@ -207,7 +208,7 @@ class RidgeStatistics:
 
   def _refine_groups(self, observed: np.ndarray) -> None:
     """Splits groups whose heads this chunk observes on different rows (of any process)."""
-    digests = self._allgather(_column_digests(observed))  # [P, M, 16]
+    digests = _allgather(_column_digests(observed))  # [P, M, 16]
     keys = [(int(self.group_of_head[m]), digests[:, m].tobytes()) for m in range(self.num_heads)]
     new_ids: dict[tuple[int, bytes], int] = {}
     group_of_head = np.array([new_ids.setdefault(key, len(new_ids)) for key in keys])
@@ -252,9 +253,15 @@ def fit_ridge_streamed(chunks, num_features: int, num_heads: int, betas=BETA_GRI
                        mesh: Mesh | None = None, rows_per_device: int = 4096) -> RidgeFit:
   """Ridge heads from an iterable of (features [n, D], targets [n, M]) chunks (NaN = unobserved).
 
-  See `RidgeStatistics`; with one penalty in `betas` every head uses it.
+  See `RidgeStatistics`; with one penalty in `betas` every head uses it. In a multi-process run
+  each process passes its own chunks, as many as it has.
   """
   stats = RidgeStatistics(num_features, num_heads, mesh=mesh, rows_per_device=rows_per_device)
-  for features, targets in chunks:
-    stats.add(features, targets)
-  return stats.solve(betas)
+  chunks = iter(chunks)
+  empty = (np.zeros((0, num_features), np.float32), np.zeros((0, num_heads), np.float32))
+  while True:
+    chunk = next(chunks, None)
+    # Processes whose chunks ran out add empty ones until every process's have.
+    if not _allgather(np.array([chunk is not None])).any():
+      return stats.solve(betas)
+    stats.add(*(empty if chunk is None else chunk))
