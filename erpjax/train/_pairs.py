@@ -1,7 +1,7 @@
 """Preference pairs packed into fixed-shape batches: both dialogues of a pair in the same step.
 
-Sequences are packed several to a row with segment ids, by the packing the scoring runner uses
-(`build_batch`), so the reward model reads training batches exactly as it reads scoring batches.
+Sequences are packed several to a row with segment ids by `erpjax.runtime.build_batch`, the
+layout the runner scores, so the reward model reads training batches as it reads scoring ones.
 """
 
 from __future__ import annotations
