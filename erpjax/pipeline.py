@@ -100,8 +100,8 @@ def complete_prompts(
   if complete.all():
     return dataset, rewards
   dropped = int((~complete).sum())
-  log.warning("%s: %d prompts lack a reward for some LLM and are left out of evaluation",
-              dataset.name, dropped)
+  log.info("data: %s: %d prompts lack a reward for some LLM and are left out of evaluation",
+           dataset.name, dropped)
   note = f"{dropped} prompts without a reward for every LLM left out of evaluation"
   return dataset.select_prompts(complete, note=note), rewards[complete]
 
@@ -139,6 +139,7 @@ def fit_and_predict(config: RunConfig, *, encoder=None, progress: bool = True) -
   (test,) = tests.values()
   if config.rewards is not None:
     train, test = score_splits(config, train, test)
+  # The one place data notes are logged (the loaders record them; the report lists them).
   for note in train.notes + test.notes:
     log.info("data: %s", note)
   rm = reward_model_index(train, config.predictor.reward_model)

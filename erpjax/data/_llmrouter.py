@@ -5,7 +5,7 @@ task of a question is found by joining its text with `query_{split}.jsonl`; pric
 `llm_candidates.json` (US$ per million input and output tokens). The data holds no token counts
 and no responses, so the cost of a call is estimated (see `call_costs`).
 
-What the files hold that a reader must not hide (recorded in the notes and logged): 119 of the 500
+What the files hold that a reader must not hide (recorded in the dataset's notes): 119 of the 500
 test questions also occur in train (`dedupe=True` drops them), and a few train questions appear in
 query_train.jsonl under two tasks (their category is left unknown).
 """
@@ -16,7 +16,6 @@ import collections
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import os
 import pathlib
@@ -34,7 +33,6 @@ SPLITS = ("train", "test")
 REWARD_MODEL = "score"
 INCOMPLETE_MODES = ("drop_prompt", "keep")
 
-_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +123,6 @@ def load_llmrouter(
     dataset = resolve_overlap(
         dataset, overlap_of_texts(train.questions, rows.questions), dedupe=dedupe
     )
-  for note in dataset.notes:
-    _log.warning("%s: %s", dataset.name, note)
   return dataset
 
 

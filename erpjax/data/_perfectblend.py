@@ -9,7 +9,6 @@ category). The prompt is the first user turn. Files are Hugging Face Parquet sha
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import pathlib
 from collections.abc import Iterator
@@ -24,8 +23,6 @@ from erpjax.data._schema import RewardSamples, RoutingDataset
 _USER_ROLES = ("human", "user")
 _TURN_KEYS = (("from", "value"), ("role", "content"))
 _CONVERSATION_FIELDS = ("conversations", "messages")
-
-_log = logging.getLogger(__name__)
 
 
 def read_perfectblend(
@@ -67,8 +64,6 @@ def read_perfectblend(
   repeated = len(texts) - len(set(texts))
   if repeated:
     notes.append(f"{repeated} prompts repeat the text of an earlier prompt")
-  for note in notes:
-    _log.warning("%s: %s", path.name, note)
   return RoutingDataset(
       name=path.stem, prompt_ids=tuple(ids), prompts=tuple(texts), categories=tuple(categories),
       llms=(), costs=np.zeros(0), reward_models=(), samples=RewardSamples.build([], [], []),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import ast
 import csv
 import dataclasses
-import logging
 import math
 import os
 import pathlib
@@ -43,8 +42,6 @@ SPLITS = ("train", "test")
 REWARD_MODEL = "correctness"
 PREFIX_MODES = ("strip", "tail", "keep")
 INCOMPLETE_MODES = ("drop_prompt", "keep")
-
-_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -144,8 +141,6 @@ def load_routerbench(
   if duplicates:
     dataset = dataclasses.replace(dataset, notes=dataset.notes + (
         f"{duplicates} prompts have the same text as another prompt of this split",))
-  for note in dataset.notes:
-    _log.warning("%s: %s", dataset.name, note)
   return dataset
 
 
