@@ -243,3 +243,25 @@ def test_headline_budget_and_marked_frontier(tmp_path):
   assert "erp" not in labels
   assert sorted(p.name for p in tmp_path.glob("*.png")) == [
       "pred_vs_observed_erp.png", "regret_vs_cost.png", "reward_vs_cost.png"]
+
+
+def test_candidates_and_selection_table(tmp_path):
+  # The chosen router's candidate predictors are reported beside it, each with its own grid and
+  # prediction metrics, and the selection table as given.
+  utilities, data = _data(False)
+  candidates = {"candidate ridge": utilities["erp"], "candidate knn": utilities["knn"]}
+  selection = [{"name": "ridge", "cv_reward0": 0.61, "chosen": "yes"},
+               {"name": "knn", "cv_reward0": 0.58, "chosen": ""}]
+  result = report.write_report(
+      tmp_path, {"erp": utilities["erp"], **candidates}, data, chosen="erp",
+      predictions={"erp": utilities["erp"], **candidates}, candidates=list(candidates),
+      selection=selection)
+  for name in candidates:
+    r = result["routers"][name]
+    assert r["role"] == "candidate" and "prediction" in r
+    assert r["cost_weights"] == pytest.approx(
+        cost_weight_grid(candidates[name], data.route_costs, num=50).tolist())
+  assert result["routers"]["candidate ridge"]["aiq"] == result["routers"]["erp"]["aiq"]
+  assert result["selection"] == selection
+  md = (tmp_path / "report.md").read_text()
+  assert "| name | cv_reward0 | chosen |" in md and "| ridge | 0.61 | yes |" in md

@@ -201,7 +201,8 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
              candidates: Collection[str] = (), label_free_peers: Collection[str] = (),
              best_single_llm: str | None = None, budget: float | None = None,
              permuted: str | None = None, interval: fr.CostInterval | None = None,
-             levels: Sequence[float] = (0.5, 0.8), seed: int = 0) -> tuple[dict, dict]:
+             levels: Sequence[float] = (0.5, 0.8), seed: int = 0,
+             selection: Sequence[Mapping] = ()) -> tuple[dict, dict]:
   """Every metric of every router, JSON-ready, and each router's λ-sweep.
 
   Args:
@@ -224,6 +225,9 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
     interval: cost interval of AIQ; default cheapest..most expensive single LLM.
     levels: PGR levels of CPT, e.g. 0.5 -> "cpt50".
     seed: seed of the permutation.
+    selection: how the chosen router's predictor was selected on the train split: one row
+      {column: value} per candidate (e.g. cross-validated reward at λ = 0 and AIQ), reported as
+      given in a table of its own.
 
   Returns:
     (metrics, frontiers): metrics as a dict of plain Python values (nan where undefined), and
@@ -300,6 +304,7 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
     result["budget"] = {"router": chosen, "budget": float(budget), "cost_weight": cost_weight,
                         "route_cost": float(data.route_costs[choice].mean()),
                         **_choice_summary(data, choice)}
+  result["selection"] = [dict(row) for row in selection]
   result["headline"] = headline(result)
   return result, frontiers
 
@@ -424,6 +429,13 @@ def markdown(result: dict) -> str:
             "|---|---|---|---|---|"]
   lines += [f"| {n} | {_fmt(s['cost'])} | {_fmt(s['reward'])} | {_fmt(s['regret'])} | "
             f"{_fmt(s['top1'])} |" for n, s in result["single_llms"].items()]
+  if result["selection"]:
+    columns = list(dict.fromkeys(k for row in result["selection"] for k in row))
+    lines += ["", "## Predictor selection (cross-validation on the train split)", "",
+              "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    lines += ["| " + " | ".join(v if isinstance(v, str) else _fmt(v)
+                                for v in (row.get(c) for c in columns)) + " |"
+              for row in result["selection"]]
   if result["notes"]:
     lines += ["", "## Data notes", ""] + [f"- {note}" for note in result["notes"]]
   return "\n".join(lines) + "\n"
