@@ -28,19 +28,22 @@ def _frontier_figure(frontiers: Mapping[str, Frontier], field: str, single_cost:
                      chosen: str | None, points: Mapping[str, tuple[float, float]]) -> Figure:
   fig = Figure(figsize=(9, 6.5), layout="constrained")
   ax = fig.add_subplot()
+  # The chosen router alone is drawn in red (C3), bold, its λ = 0 end starred; the other routers
+  # take the remaining colors of the default cycle, so none can be mistaken for it.
+  others = iter([f"C{i}" for i in range(10) if i != 3] * len(frontiers))
   for name, f in frontiers.items():
-    style, label = {}, name
+    label = name
     if name == ORACLE:
       style = dict(color="black", linestyle="--", linewidth=1.5)
     elif name == chosen:
-      # The router the report is about stands out from its peers, its λ = 0 end starred.
-      style, label = dict(color="crimson", linewidth=2.5, zorder=4), f"{name} (chosen)"
-      ax.scatter(f.cost[:1], getattr(f, field)[:1], marker="*", s=220, color="crimson", zorder=5,
+      style, label = dict(color="C3", linewidth=2.5, zorder=4), f"{name} (chosen)"
+      ax.scatter(f.cost[:1], getattr(f, field)[:1], marker="*", s=220, color="C3", zorder=5,
                  edgecolors="black", linewidths=0.6, label=f"{name} at λ=0")
+    else:
+      style = dict(color=next(others))
     ax.plot(f.cost, getattr(f, field), marker=".", markersize=4, label=label, **style)
   for name, (x, y) in points.items():
-    ax.scatter([x], [y], marker="X", s=120, color="crimson", edgecolors="black", zorder=5,
-               label=name)
+    ax.scatter([x], [y], marker="X", s=120, color="C3", edgecolors="black", zorder=5, label=name)
   ax.scatter(single_cost, single_value, marker="D", color="dimgray", zorder=3, label="single LLMs")
   for name, x, y in zip(llm_names, single_cost, single_value):
     ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
