@@ -1,79 +1,145 @@
-"""The ERP router: ridge heads on a prompt embedding, and the cost-aware routing rule.
+"""The ERP router: any predictor's state, the LLMs' costs and the cost-aware routing rule.
 
-rho_lambda(x) = argmax_i  ER_i(x) - lambda * c_i   (paper, Sec. "Applications to model routing").
+rho_lambda(x) = argmax_i  U_i(x) - lambda * c_i   (paper, Sec. "Applications to model routing"),
+with U_i(x) = ER_i(x) - margin_i: the predicted expected reward less a per-LLM margin. The margins
+are zero unless the safe rule (`erpjax.routing.calibrate_margins`) set them: then the router leaves
+the LLM that is best on the training split only where another LLM's predicted advantage exceeds a
+margin calibrated by cross-validation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from erpjax.routing._ridge import fit_ridge
+from erpjax.routing import _predictors
+
+# Router attributes that a predictor's state array may not be named after.
+_RESERVED = ("spec", "predictor", "state_names", "feature_mean", "feature_scale", "costs",
+             "margins")
 
 
 @dataclasses.dataclass(frozen=True)
 class RouterSpec:
-  """What a router was built from; saved beside its weights and checked on load.
+  """What a router was built from; saved beside its arrays and checked on load.
 
   Attributes:
-    llms: [M] LLM names, in head order.
-    encoder: identifier of the prompt encoder whose embeddings the heads read.
-    reward_model: the reward model whose expected reward the heads predict.
+    llms: [M] LLM names, in the order of the predictions.
+    encoder: identifier of the prompt encoder whose embeddings the router reads.
+    reward_model: the reward model whose expected reward the router predicts.
     embedding_dim: D.
-    beta: the ridge penalty the heads were fit with.
-    standardize: whether features are standardized before the heads.
+    predictor: the predictor's spec as canonical JSON (`_predictors.spec_json`).
+    standardize: whether features are standardized before the predictor.
+    default_llm: index of the LLM the safe rule falls back to (best on the training split), or
+      None when the router routes on its raw predictions.
   """
 
   llms: tuple[str, ...]
   encoder: str
   reward_model: str
   embedding_dim: int
-  beta: float = 1.0
+  predictor: str = '{"beta": 1.0, "kind": "ridge"}'
   standardize: bool = False
+  default_llm: int | None = None
 
   def __post_init__(self):
     if len(set(self.llms)) != len(self.llms):
       raise ValueError(f"duplicate LLM names in {self.llms}")
     if self.embedding_dim <= 0:
       raise ValueError(f"embedding_dim must be positive, got {self.embedding_dim}")
-    if self.beta <= 0:
-      raise ValueError(f"beta must be positive for a closed-form ridge solve, got {self.beta}")
+    if self.default_llm is not None and not 0 <= self.default_llm < len(self.llms):
+      raise ValueError(f"default_llm {self.default_llm} outside [0, {len(self.llms)})")
+    _predictors.from_spec(json.loads(self.predictor))  # refuses unknown kinds and options
+
+  def make_predictor(self):
+    return _predictors.from_spec(json.loads(self.predictor))
 
 
 class ERPRouter(nnx.Module):
-  """Predicts ER_i(x) for M LLMs from a D-dim prompt embedding and routes under a cost penalty."""
+  """Predicts ER_i(x) for M LLMs from a D-dim prompt embedding and routes under a cost penalty.
 
-  def __init__(self, spec: RouterSpec):
+  The predictor's state arrays are attributes of the module under their own names (a ridge
+  router has `kernel` [D, M] and `bias` [M]), so that `nnx.state` and the checkpoint hold them.
+  """
+
+  def __init__(self, spec: RouterSpec, state: Mapping[str, object]):
     d, m = spec.embedding_dim, len(spec.llms)
+    clash = sorted(set(state) & set(_RESERVED))
+    if clash:
+      raise ValueError(f"predictor state names {clash} clash with the router's own attributes")
     self.spec = spec
+    self.predictor = spec.make_predictor()
+    self.state_names = tuple(sorted(state))
     self.feature_mean = nnx.Variable(jnp.zeros((d,), jnp.float32))
     self.feature_scale = nnx.Variable(jnp.ones((d,), jnp.float32))
-    self.kernel = nnx.Param(jnp.zeros((d, m), jnp.float32))
-    self.bias = nnx.Param(jnp.zeros((m,), jnp.float32))
     self.costs = nnx.Variable(jnp.zeros((m,), jnp.float32))
+    self.margins = nnx.Variable(jnp.zeros((m,), jnp.float32))
+    for name in self.state_names:
+      setattr(self, name, nnx.Variable(jnp.asarray(state[name])))
 
-  def features(self, embeddings_bd: jnp.ndarray) -> jnp.ndarray:
+  def predictor_state(self) -> dict[str, jnp.ndarray]:
+    """{name: array} the predictor reads."""
+    return {name: getattr(self, name)[...] for name in self.state_names}
+
+  def features(self, embeddings_bd) -> jnp.ndarray:
     """[B, D] embeddings -> [B, D] standardized features (identity when not standardizing)."""
-    return (embeddings_bd - self.feature_mean[...]) / self.feature_scale[...]
+    x_bd = jnp.asarray(embeddings_bd, jnp.float32)
+    return (x_bd - self.feature_mean[...]) / self.feature_scale[...]
 
-  def predict(self, embeddings_bd: jnp.ndarray) -> jnp.ndarray:
+  def predict(self, embeddings_bd) -> jnp.ndarray:
     """[B, D] embeddings -> [B, M] predicted expected rewards."""
-    return self.features(embeddings_bd) @ self.kernel[...] + self.bias[...]
+    return self.predictor.predict(self.predictor_state(), self.features(embeddings_bd))
 
-  def __call__(self, embeddings_bd: jnp.ndarray, cost_weight: float = 0.0) -> jnp.ndarray:
+  def utilities(self, embeddings_bd) -> np.ndarray:
+    """[B, D] embeddings -> [B, M] float64 utilities the router routes on: predict - margins."""
+    return np.asarray(self.predict(embeddings_bd), np.float64) - np.asarray(self.margins[...],
+                                                                           np.float64)
+
+  def __call__(self, embeddings_bd, cost_weight: float = 0.0) -> np.ndarray:
     """[B, D] embeddings -> [B] index of the LLM each prompt goes to at lambda = cost_weight."""
-    return route(self.predict(embeddings_bd), self.costs[...], cost_weight)
+    return route(self.utilities(embeddings_bd), np.asarray(self.costs[...]), cost_weight)
 
 
-def route(predicted_bm, costs_m, cost_weight):
-  """[B] argmax_i predicted[b, i] - cost_weight * costs[i]; ties go to the cheaper LLM."""
-  utility = predicted_bm - cost_weight * costs_m
-  # Break exact ties towards the cheaper LLM by ranking on (utility, -cost).
-  order = jnp.argsort(costs_m)
-  return order[jnp.argmax(utility[:, order], axis=-1)]
+def route(utilities_bm, costs_m, cost_weight) -> np.ndarray:
+  """[B] argmax_i utilities[b, i] - cost_weight * costs[i]; exact ties go to the cheaper LLM
+  (among equally cheap ones, the lower index).
+
+  One precision everywhere: float64 numpy, so that the budget search (`cost_weight_for_budget`)
+  and the routing that follows it make the same choices, ties included.
+  """
+  utilities = np.asarray(utilities_bm, np.float64)
+  costs = np.asarray(costs_m, np.float64)
+  penalized = utilities - float(cost_weight) * costs
+  order = np.argsort(costs, kind="stable")
+  # argmax returns the first maximum: over LLMs sorted by cost, that is the cheapest of a tie.
+  return order[np.argmax(penalized[:, order], axis=-1)]
+
+
+def build_router(spec: RouterSpec, state: Mapping[str, np.ndarray], costs, *,
+                 feature_mean=None, feature_scale=None, margins=None) -> ERPRouter:
+  """An `ERPRouter` holding the given arrays."""
+  router = ERPRouter(spec, state)
+  m = len(spec.llms)
+  if np.shape(costs) != (m,):
+    raise ValueError(f"costs {np.shape(costs)} do not match {m} LLMs")
+  router.costs[...] = jnp.asarray(costs, jnp.float32)
+  if feature_mean is not None:
+    router.feature_mean[...] = jnp.asarray(feature_mean, jnp.float32)
+    router.feature_scale[...] = jnp.asarray(feature_scale, jnp.float32)
+  if margins is not None:
+    router.margins[...] = jnp.asarray(margins, jnp.float32)
+  return router
+
+
+def standardization(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """([D] mean, [D] scale) of the embeddings; a constant feature gets scale 1."""
+  std = embeddings.std(0)
+  return embeddings.mean(0), np.where(std > 0, std, 1.0)
 
 
 def fit_router(
@@ -86,6 +152,9 @@ def fit_router(
     reward_model: str,
     beta: float = 1.0,
     standardize: bool = False,
+    predictor=None,
+    margins: np.ndarray | None = None,
+    default_llm: int | None = None,
 ) -> ERPRouter:
   """Fits an ERP router.
 
@@ -93,29 +162,27 @@ def fit_router(
     embeddings: [N, D] training prompt embeddings.
     expected_rewards: [N, M] estimated expected rewards (NaN where an LLM has no samples).
     costs: [M] routing cost per call.
-    llms, encoder, reward_model, beta, standardize: see `RouterSpec`.
+    llms, encoder, reward_model, standardize: see `RouterSpec`.
+    beta: the ridge penalty when `predictor` is None (the paper's ridge heads).
+    predictor: any predictor of `erpjax.routing._predictors`; None = `Ridge(beta)`.
+    margins: [M] safe-rule margins (see `calibrate_margins`), with `default_llm`; None = 0.
+    default_llm: the LLM the margins protect.
   """
   embeddings = np.asarray(embeddings, np.float32)
+  predictor = predictor if predictor is not None else _predictors.Ridge(beta)
   spec = RouterSpec(
       llms=tuple(llms), encoder=encoder, reward_model=reward_model,
-      embedding_dim=embeddings.shape[1], beta=beta, standardize=standardize,
+      embedding_dim=embeddings.shape[1], predictor=_predictors.spec_json(predictor),
+      standardize=standardize, default_llm=default_llm,
   )
-  if expected_rewards.shape != (len(embeddings), len(llms)) or np.shape(costs) != (len(llms),):
+  if np.shape(expected_rewards) != (len(embeddings), len(llms)):
     raise ValueError(
-        f"expected_rewards {expected_rewards.shape} and costs {np.shape(costs)} do not match "
-        f"{len(embeddings)} prompts x {len(llms)} LLMs"
-    )
-  router = ERPRouter(spec)
-  if standardize:
-    router.feature_mean[...] = jnp.asarray(embeddings.mean(0))
-    # A constant feature gets scale 1 rather than a division by zero.
-    std = embeddings.std(0)
-    router.feature_scale[...] = jnp.asarray(np.where(std > 0, std, 1.0), jnp.float32)
-  kernel, bias = fit_ridge(np.asarray(router.features(embeddings)), expected_rewards, beta)
-  router.kernel[...] = jnp.asarray(kernel)
-  router.bias[...] = jnp.asarray(bias)
-  router.costs[...] = jnp.asarray(costs, jnp.float32)
-  return router
+        f"expected_rewards {np.shape(expected_rewards)} does not match "
+        f"{len(embeddings)} prompts x {len(llms)} LLMs")
+  mean, scale = standardization(embeddings) if standardize else (None, None)
+  features = embeddings if mean is None else (embeddings - mean) / scale
+  return build_router(spec, predictor.fit(features, expected_rewards), costs,
+                      feature_mean=mean, feature_scale=scale, margins=margins)
 
 
 def add_llm(
@@ -124,8 +191,10 @@ def add_llm(
     embeddings: np.ndarray,
     expected_rewards: np.ndarray,
     cost: float,
+    *,
+    margin: float | None = None,
 ) -> ERPRouter:
-  """A new router with one more LLM: fits only its head; the other heads are copied bit for bit.
+  """A new router with one more LLM: fits only its parameters; the others are copied bit for bit.
 
   Args:
     router: the trained router.
@@ -133,18 +202,23 @@ def add_llm(
     embeddings: [N, D] embeddings of prompts the new LLM was sampled on.
     expected_rewards: [N] its estimated expected rewards on them.
     cost: its routing cost per call.
+    margin: its safe-rule margin; None = the largest margin of the other LLMs (no cross-validated
+      comparison with the default LLM exists for it, so it gets the most cautious one).
   """
   spec = router.spec
   if name in spec.llms:
     raise ValueError(f"LLM {name!r} is already routed to by this router")
   if np.shape(embeddings)[1:] != (spec.embedding_dim,):
     raise ValueError(f"embeddings {np.shape(embeddings)} do not have dim {spec.embedding_dim}")
-  features = np.asarray(router.features(jnp.asarray(embeddings, jnp.float32)))
-  kernel, bias = fit_ridge(features, np.asarray(expected_rewards)[:, None], spec.beta)
-  grown = ERPRouter(dataclasses.replace(spec, llms=spec.llms + (name,)))
+  features = np.asarray(router.features(embeddings))
+  state = {k: np.asarray(v) for k, v in router.predictor_state().items()}
+  state = router.predictor.add_llm(state, features, np.asarray(expected_rewards))
+  margins = np.asarray(router.margins[...])
+  if margin is None:
+    margin = float(margins.max()) if margins.size else 0.0
+  grown = ERPRouter(dataclasses.replace(spec, llms=spec.llms + (name,)), state)
   grown.feature_mean[...] = router.feature_mean[...]
   grown.feature_scale[...] = router.feature_scale[...]
-  grown.kernel[...] = jnp.concatenate([router.kernel[...], jnp.asarray(kernel)], axis=1)
-  grown.bias[...] = jnp.concatenate([router.bias[...], jnp.asarray(bias)])
   grown.costs[...] = jnp.concatenate([router.costs[...], jnp.array([cost], jnp.float32)])
+  grown.margins[...] = jnp.concatenate([router.margins[...], jnp.array([margin], jnp.float32)])
   return grown

@@ -61,36 +61,52 @@ def cost_weight_grid(utilities: np.ndarray, costs: np.ndarray, num: int = 50) ->
 
 
 def cost_weight_for_budget(
-    predicted: np.ndarray, costs: np.ndarray, budget: float, *, iterations: int = 60
+    utilities: np.ndarray, costs: np.ndarray, budget: float, *, iterations: int = 60
 ) -> float:
-  """The smallest lambda whose routing of the calibration prompts costs at most `budget` per prompt.
+  """The smallest cost weight found whose routing of these prompts costs at most `budget` each.
 
-  The cost of each prompt's chosen LLM does not increase with lambda, so the mean cost is
-  monotone and bisection finds the least restrictive lambda that meets the budget.
+  Guarantee: `costs[route(utilities, costs, w)].mean() <= budget` for the returned w, computed in
+  float64 exactly as `route` (float64 numpy, ties to the cheaper LLM) and this line do it. The
+  search evaluates that very expression and keeps only cost weights that pass it, so the guarantee
+  does not rest on float rounding: a caller that routes the same `utilities` and `costs` with
+  `route` makes the same choices. (It is about routing costs: observed per-call costs may differ.)
+
+  Each prompt's chosen cost does not increase with the cost weight (an argmax of lines
+  u_i - w c_i), so bisection finds the least restrictive cost weight to within 2^-iterations of the
+  search interval.
 
   Args:
-    predicted: [N, M] predicted expected rewards on calibration prompts.
+    utilities: [N, M] what the router routes on (`ERPRouter.utilities`) for the prompts.
     costs: [M] routing costs.
     budget: the mean cost per prompt allowed.
 
   Raises:
-    ValueError: if even the cheapest LLM costs more than the budget.
+    ValueError: no prompts, or even the cheapest LLM costs more than the budget.
   """
-  predicted = np.asarray(predicted, np.float64)
+  utilities = np.asarray(utilities, np.float64)
   costs = np.asarray(costs, np.float64)
+  if utilities.ndim != 2 or utilities.shape[0] == 0:
+    raise ValueError(f"need [N, M] utilities of at least one prompt, got {utilities.shape}")
 
-  def mean_cost(cost_weight: float) -> float:
-    return float(costs[np.asarray(route(predicted, costs, cost_weight))].mean())
+  def within(cost_weight: float) -> bool:
+    return bool(costs[route(utilities, costs, cost_weight)].mean() <= budget)
 
   if costs.min() > budget:
     raise ValueError(
         f"budget {budget:g} per prompt is below the cheapest LLM's cost {costs.min():g}")
-  if mean_cost(0.0) <= budget:
+  if within(0.0):
     return 0.0
-  low, high = 0.0, max_useful_cost_weight(predicted, costs) * 1.01 + 1e-12
+  low, high = 0.0, max_useful_cost_weight(utilities, costs) * 1.01 + 1e-12
+  for _ in range(64):  # only if rounding kept a dearer LLM at the bound
+    if within(high):
+      break
+    low, high = high, 2.0 * high
+  else:
+    raise ValueError(f"no cost weight routes these prompts within budget {budget:g} (a router "
+                     "that never picks the cheapest LLM for some prompts?)")
   for _ in range(iterations):
     mid = 0.5 * (low + high)
-    if mean_cost(mid) <= budget:
+    if within(mid):
       high = mid
     else:
       low = mid
