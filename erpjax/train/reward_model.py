@@ -295,23 +295,49 @@ def _restore(manager: ocp.CheckpointManager, step: int, model: nnx.Module,
     nnx.update(target, state)
 
 
-def train_reward_model(config: TrainRMConfig, *, progress: bool = True) -> TrainRMResult:
-  """Trains (or resumes training) and exports the reward model; see the module docstring."""
-  start_time = time.perf_counter()
-  output = pathlib.Path(config.output_dir).absolute()
+@dataclasses.dataclass(frozen=True)
+class PairData:
+  """The data stage of a run: the pairs read, split, tokenized and packed.
+
+  Attributes:
+    base: the base model's folder (its tokenizer tokenized the pairs).
+    train_batches: every epoch's batches in training order (one optimizer step each).
+    eval_batches: the held-out pairs' batches.
+    train_pairs, eval_pairs: pairs per epoch and held out.
+    identical_pairs_dropped: pairs whose chosen and rejected texts are the same.
+  """
+
+  base: pathlib.Path
+  train_batches: list[PairBatch]
+  eval_batches: list[PairBatch]
+  train_pairs: int
+  eval_pairs: int
+  identical_pairs_dropped: int
+
+
+def load_pair_data(config: TrainRMConfig) -> PairData:
+  """Reads the HH-RLHF pairs `config` names, splits them and packs them into batches."""
   base = pathlib.Path(config.base_model) if config.base_model else default_model_dir()
   data_dir = (pathlib.Path(config.data_dir) if config.data_dir
               else shared_data("hh_rlhf_test"))
   formatter = DialogueFormatter(transformers.AutoTokenizer.from_pretrained(base))
-
   pairs, identical = read_hh_pairs(data_dir, config.files)
   train, holdout = split_pairs(pairs, config.holdout_fraction, config.seed)
   train = train.take(range(min(len(train), config.max_train_pairs or len(train))))
   holdout = holdout.take(range(min(len(holdout), config.max_eval_pairs or len(holdout))))
   orders = [np.random.default_rng([config.seed, epoch]).permutation(len(train))
             for epoch in range(config.epochs)]
-  train_batches = _batches(formatter, train, config, orders)
-  eval_batches = _batches(formatter, holdout, config, [np.arange(len(holdout))])
+  return PairData(base, _batches(formatter, train, config, orders),
+                  _batches(formatter, holdout, config, [np.arange(len(holdout))]),
+                  len(train), len(holdout), identical)
+
+
+def train_reward_model(config: TrainRMConfig, *, progress: bool = True) -> TrainRMResult:
+  """Trains (or resumes training) and exports the reward model; see the module docstring."""
+  start_time = time.perf_counter()
+  output = pathlib.Path(config.output_dir).absolute()
+  data = load_pair_data(config)
+  base, train_batches, eval_batches = data.base, data.train_batches, data.eval_batches
 
   model = build_reward_model(base, seed=config.seed)
   optimizer = make_optimizer(model, config, len(train_batches))
@@ -343,13 +369,13 @@ def train_reward_model(config: TrainRMConfig, *, progress: bool = True) -> Train
   export_reward_model(model, base, model_dir)
   report = {
       "eval": metrics,
-      "train_pairs": len(train),
+      "train_pairs": data.train_pairs,
       "steps": len(train_batches),
-      "identical_pairs_dropped": identical,
+      "identical_pairs_dropped": data.identical_pairs_dropped,
       "config": dataclasses.asdict(config),
   }
   atomic_write_text(output / "metrics.json", json.dumps(report, indent=2))
-  return TrainRMResult(model_dir, len(train_batches), resumed_from, tuple(losses), len(train),
+  return TrainRMResult(model_dir, len(train_batches), resumed_from, tuple(losses), data.train_pairs,
                        metrics, time.perf_counter() - start_time)
 
 
