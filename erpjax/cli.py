@@ -210,6 +210,19 @@ def cmd_score(args) -> int:
   return 0
 
 
+def cmd_convert(args) -> int:
+  """Writes a dataset folder's samples as ArrayRecord records, read by index and streamed."""
+  from erpjax import data, files
+  from erpjax.data import _records
+
+  files.check_output_dir(args.output, "records")  # before reading a large input
+  dataset = data.read_dataset(args.input)
+  folder = _records.write_samples(dataset, args.output, num_shards=args.shards)
+  print(f"wrote {len(dataset.samples)} samples of {dataset.num_prompts} prompts and "
+        f"{dataset.num_llms} LLMs as {args.shards} ArrayRecord shard(s) to {folder}")
+  return 0
+
+
 def _encoder_args(parser) -> None:
   parser.add_argument("--encoder", default=None,
                       help="HF folder of a BERT-family sentence encoder "
@@ -274,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--no-dedupe", action="store_true",
                  help="run identical (prompt, response) pairs through the model each time")
   p.set_defaults(func=cmd_score)
+
+  p = add("convert", help="write a dataset folder (JSONL/Parquet tables) as ArrayRecord records")
+  p.add_argument("input", help="dataset folder (docs/data_format.md)")
+  p.add_argument("--output", "-o", required=True, help="records folder to write")
+  p.add_argument("--shards", type=int, default=1,
+                 help="ArrayRecord files to spread the records over (e.g. one per reading process)")
+  p.set_defaults(func=cmd_convert)
 
   p = add("embed", help="embed prompts to Parquet")
   p.add_argument("input", help="dataset folder, prompts .jsonl/.parquet, or .txt (one per line)")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 
 MARKER = "erpjax-output.json"
 # Output kinds: one per writer, so that no writer replaces another's output.
-KINDS = ("router", "scores", "run", "dataset")
+KINDS = ("router", "scores", "run", "dataset", "records")
 
 
 class OutputPathError(ValueError):

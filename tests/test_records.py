@@ -88,7 +88,7 @@ def test_writer_refuses_foreign_folder_and_keeps_it(tmp_path):
   foreign = tmp_path / "mine"
   foreign.mkdir()
   (foreign / "notes.txt").write_text("keep me")
-  with pytest.raises(DataError, match="not an erpjax records folder"):
+  with pytest.raises(ValueError, match="erpjax did not write"):
     records.write_samples(_dataset(), foreign)
   assert (foreign / "notes.txt").read_text() == "keep me"
 
@@ -109,3 +109,21 @@ def test_missing_shard_is_named(tmp_path):
   victim.unlink()
   with pytest.raises(DataError, match=victim.name):
     records.read_samples(folder)
+
+
+def test_convert_command_writes_records_and_refuses_foreign_output(tmp_path, capsys):
+  from erpjax import cli
+  from erpjax.data import write_dataset
+
+  source = write_dataset(_dataset(), tmp_path / "tiny")
+  assert cli.main(["convert", str(source), "-o", str(tmp_path / "rec"), "--shards", "2"]) == 0
+  back = records.read_samples(tmp_path / "rec")
+  assert len(back.samples) == 6 and back.num_prompts == 3
+  assert len(list((tmp_path / "rec").glob("*.array_record"))) == 2
+  # Converting again replaces the records; converting into the dataset folder is refused.
+  assert cli.main(["convert", str(source), "-o", str(tmp_path / "rec")]) == 0
+  assert len(list((tmp_path / "rec").glob("*.array_record"))) == 1
+  capsys.readouterr()
+  assert cli.main(["convert", str(source), "-o", str(source)]) != 0
+  assert "dataset output, not records output" in capsys.readouterr().err
+  assert records.read_samples(tmp_path / "rec").num_prompts == 3

@@ -1,7 +1,7 @@
 """ArrayRecord storage of routing data: random access by index, read as a stream through grain.
 
-A records folder holds one kind of record in `num_shards` ArrayRecord files and a `records.json`
-describing them:
+A records folder holds one kind of record in `num_shards` ArrayRecord files, a `records.json`
+describing them and erpjax's output marker (`erpjax.files`):
 
     records.json                         {"format", "kind", "num_records", "files", "meta"}
     <kind>-00000-of-00004.array_record   records round-robin over the shards
@@ -27,9 +27,7 @@ import json
 import math
 import os
 import pathlib
-import shutil
 import struct
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -71,90 +69,54 @@ def decode_arrays(record: bytes) -> tuple[str, dict[str, np.ndarray]]:
   return header["id"], arrays
 
 
-class RecordWriter:
-  """Writes records round-robin into `num_shards` ArrayRecord files of a new records folder.
+class _ShardWriters:
+  """Writes records round-robin into `num_shards` ArrayRecord files of the new folder `folder`."""
 
-  The folder appears only when the writer closes without error: records go to a temporary folder
-  beside `folder`, renamed into place at the end. An existing `folder` is replaced only if it is a
-  records folder itself (its `records.json` names our format); anything else is refused.
-  """
-
-  def __init__(self, folder: str | os.PathLike[str], kind: str, *, num_shards: int = 1,
-               meta: Mapping[str, Any] | None = None):
+  def __init__(self, folder: pathlib.Path, kind: str, num_shards: int):
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    if kind not in KINDS:
-      raise ValueError(f"record kind {kind!r} not in {KINDS}")
-    if num_shards < 1:
-      raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    self.folder = pathlib.Path(folder).absolute()
-    _check_replaceable(self.folder)
-    self.folder.parent.mkdir(parents=True, exist_ok=True)
-    self.kind = kind
-    self.meta = dict(meta or {})
-    self._staging = pathlib.Path(
-        tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.folder.parent))
+    folder.mkdir()
     self.files = [f"{kind}-{i:05d}-of-{num_shards:05d}.array_record" for i in range(num_shards)]
     # group_size:1 makes every record its own chunk: random access reads one record, not a group.
-    self._writers = [ArrayRecordWriter(str(self._staging / name), "group_size:1")
-                     for name in self.files]
+    self._writers = [ArrayRecordWriter(str(folder / name), "group_size:1") for name in self.files]
     self.num_records = 0
 
   def write(self, record: bytes) -> None:
     self._writers[self.num_records % len(self._writers)].write(record)
     self.num_records += 1
 
-  def close(self) -> pathlib.Path:
-    """Finishes the shards, writes records.json and moves the folder into place."""
+  def close(self) -> None:
     for writer in self._writers:
       writer.close()
-    manifest = {"format": FORMAT, "kind": self.kind, "num_records": self.num_records,
-                "files": self.files, "meta": self.meta}
-    (self._staging / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
-    _chmod_umask(self._staging)
-    if self.folder.exists():
-      retired = self._staging.with_name(self._staging.name + ".retired")
-      self.folder.rename(retired)
-      self._staging.rename(self.folder)
-      shutil.rmtree(retired)
-    else:
-      self._staging.rename(self.folder)
-    return self.folder
-
-  def abort(self) -> None:
-    for writer in self._writers:
-      writer.close()
-    shutil.rmtree(self._staging, ignore_errors=True)
-
-  def __enter__(self) -> RecordWriter:
-    return self
-
-  def __exit__(self, kind, error, traceback) -> None:
-    if error is None:
-      self.close()
-    else:
-      self.abort()
 
 
-def _check_replaceable(folder: pathlib.Path) -> None:
-  if not folder.exists():
-    return
-  manifest = folder / MANIFEST
-  try:
-    ours = json.loads(manifest.read_text()).get("format") == FORMAT
-  except (OSError, ValueError):
-    ours = False
-  if not ours:
-    raise DataError(f"{folder}: exists and is not an erpjax records folder; refusing to replace it")
+def write_records(folder: str | os.PathLike[str], kind: str, records: Iterable[bytes], *,
+                  num_shards: int = 1, meta: Mapping[str, Any] | None = None) -> pathlib.Path:
+  """Writes `records` (consumed once, one at a time) as a records folder at `folder`.
 
+  The folder appears whole or not at all (`files.write_dir_atomically`): an existing records
+  folder is replaced in one step, a folder of anything else is refused. `meta` may be filled in by
+  the time `records` is exhausted (e.g. the feature dimension).
+  """
+  from erpjax import files
 
-def _chmod_umask(folder: pathlib.Path) -> None:
-  """mkdtemp makes 0700 folders: give the folder and files the modes the umask allows."""
-  umask = os.umask(0)
-  os.umask(umask)
-  folder.chmod(0o777 & ~umask)
-  for path in folder.iterdir():
-    path.chmod(0o666 & ~umask)
+  if kind not in KINDS:
+    raise ValueError(f"record kind {kind!r} not in {KINDS}")
+  if num_shards < 1:
+    raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+
+  def write(tmp: pathlib.Path) -> None:
+    shards = _ShardWriters(tmp, kind, num_shards)
+    try:
+      for record in records:
+        shards.write(record)
+    finally:
+      shards.close()
+    manifest = {"format": FORMAT, "kind": kind, "num_records": shards.num_records,
+                "files": shards.files, "meta": dict(meta or {})}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
+
+  return files.write_dir_atomically(folder, "records", write)
 
 
 def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
@@ -199,18 +161,20 @@ def write_samples(data: RoutingDataset, folder: str | os.PathLike[str], *,
           "costs": [float(c) for c in data.costs], "reward_models": list(data.reward_models)}
   samples = data.samples
   ids = data.sample_ids(np.arange(len(samples)))
-  with RecordWriter(folder, "samples", num_shards=num_shards, meta=meta) as writer:
+
+  def records() -> Iterator[bytes]:
     for row, ident in enumerate(ids):
       p = int(samples.prompt_index[row])
       cost = float(samples.cost[row])
-      writer.write(json.dumps({
+      yield json.dumps({
           "id": ident, "prompt_id": data.prompt_ids[p], "prompt": data.prompts[p],
           "category": data.categories[p], "llm": data.llms[samples.llm_index[row]],
           "reward_model": data.reward_models[samples.reward_model_index[row]],
           "reward": float(samples.reward[row]), "cost": None if math.isnan(cost) else cost,
           "response": None if samples.response is None else samples.response[row],
-      }, allow_nan=False).encode())
-  return writer.folder
+      }, allow_nan=False).encode()
+
+  return write_records(folder, "samples", records(), num_shards=num_shards, meta=meta)
 
 
 def read_samples(folder: str | os.PathLike[str]) -> RoutingDataset:
@@ -259,20 +223,20 @@ def write_features(folder: str | os.PathLike[str],
                    meta: Mapping[str, Any] | None = None) -> pathlib.Path:
   """Writes (prompt ids [B], features [B, D], expected rewards [B, M]) chunks as "features"
   records, one per prompt; only one chunk is held at a time."""
-  dim = None
-  with RecordWriter(folder, "features", num_shards=num_shards,
-                    meta={"llms": list(llms), **(meta or {})}) as writer:
+  meta = {"llms": list(llms), "dim": None, **(meta or {})}
+
+  def records() -> Iterator[bytes]:
     for ids, features, rewards in chunks:
       features = np.asarray(features, np.float32)
       rewards = np.asarray(rewards, np.float64)
-      dim = features.shape[1] if dim is None else dim
-      if features.shape != (len(ids), dim) or rewards.shape != (len(ids), len(llms)):
+      meta["dim"] = features.shape[1] if meta["dim"] is None else meta["dim"]
+      if features.shape != (len(ids), meta["dim"]) or rewards.shape != (len(ids), len(llms)):
         raise ValueError(f"chunk of {len(ids)} ids has features {features.shape} and rewards "
-                         f"{rewards.shape}; expected [B, {dim}] and [B, {len(llms)}]")
+                         f"{rewards.shape}; expected [B, {meta['dim']}] and [B, {len(llms)}]")
       for ident, x, y in zip(ids, features, rewards):
-        writer.write(encode_arrays(ident, {"x": x, "y": y}))
-    writer.meta["dim"] = dim
-  return writer.folder
+        yield encode_arrays(ident, {"x": x, "y": y})
+
+  return write_records(folder, "features", records(), num_shards=num_shards, meta=meta)
 
 
 @dataclasses.dataclass(frozen=True)
