@@ -236,7 +236,9 @@ def test_headline_budget_and_marked_frontier(tmp_path):
   # The frontier plot marks the chosen router and its budget point.
   _, frontiers = report.evaluate(utilities, data, chosen="erp", budget=0.5)
   single_cost, single_reward = fr.single_llm_points(data.rewards, data.route_costs)
-  fig = report.plots.reward_vs_cost(frontiers, single_cost, single_reward, LLMS, chosen="erp",
+  from erpjax.eval import plots
+
+  fig = plots.reward_vs_cost(frontiers, single_cost, single_reward, LLMS, chosen="erp",
                                     points={"erp at budget": (0.4, 0.5)})
   labels = fig.axes[0].get_legend_handles_labels()[1]
   assert {"erp (chosen)", "erp at λ=0", "erp at budget", "knn", "oracle"} <= set(labels)
@@ -265,3 +267,20 @@ def test_candidates_and_selection_table(tmp_path):
   assert result["selection"] == selection
   md = (tmp_path / "report.md").read_text()
   assert "| name | cv_reward0 | chosen |" in md and "| ridge | 0.61 | yes |" in md
+
+
+def test_without_matplotlib_the_report_skips_only_the_plots(tmp_path, monkeypatch, caplog):
+  import sys
+
+  # A None entry makes `import` raise ImportError, as an environment without the extra would.
+  monkeypatch.setitem(sys.modules, "matplotlib", None)
+  monkeypatch.setitem(sys.modules, "erpjax.eval.plots", None)
+  import erpjax.eval
+
+  monkeypatch.delattr(erpjax.eval, "plots", raising=False)  # set by an earlier import
+  utilities, data = _data(False)
+  with caplog.at_level("INFO", logger="erpjax.eval.report"):
+    result = report.write_report(tmp_path, utilities, data, chosen="erp")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "report.md"]
+  assert result["routers"]["erp"]["aiq"] is not None
+  assert "plots skipped" in caplog.text

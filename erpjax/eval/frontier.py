@@ -38,6 +38,9 @@ import numpy as np
 from erpjax import routing
 from erpjax.eval import metrics
 
+# The name reports give the router whose utilities are the observed test rewards.
+ORACLE = "oracle"
+
 
 def route(utilities, costs, cost_weight: float) -> np.ndarray:
   """Choice `[N]` = argmax_i utilities[n, i] - λ·costs[i], ties to the cheaper LLM: the rule of

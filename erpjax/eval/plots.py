@@ -11,9 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from erpjax.eval import metrics
-from erpjax.eval.frontier import Frontier
-
-ORACLE = "oracle"
+from erpjax.eval.frontier import ORACLE, Frontier
 
 
 def _use_log_cost(costs: np.ndarray) -> bool:

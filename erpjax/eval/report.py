@@ -14,6 +14,7 @@ chosen router at a mean-cost budget. `run` reports the chosen router with these 
 import dataclasses
 import io
 import json
+import logging
 import math
 import pathlib
 import re
@@ -22,10 +23,13 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 
 from erpjax.eval import frontier as fr
-from erpjax.eval import metrics, plots
+from erpjax.eval import metrics
+from erpjax.eval.frontier import ORACLE
 from erpjax.eval.peers import permute_choices
 from erpjax.files import atomic_write_bytes
 from erpjax.routing import cost_weight_for_budget, cost_weight_grid
+
+log = logging.getLogger(__name__)
 
 EQUAL_COSTS = ("all LLMs have the same routing cost, so no cost weight changes a routing: routers "
                "are compared at λ = 0 (AIQ, APGR and CPT need a cost range)")
@@ -185,7 +189,7 @@ def _cpt_key(p: float) -> str:
 def _role(name: str, *, chosen, candidates, label_free_peers, permuted) -> str:
   if name == chosen:
     return "chosen"
-  if name == plots.ORACLE:
+  if name == ORACLE:
     return "oracle (reads test rewards)"
   if permuted and name == f"{permuted} (permuted)":
     return "control"
@@ -234,8 +238,8 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
     {router name: Frontier} including the oracle and the permuted router.
   """
   predictions = dict(predictions or {})
-  if plots.ORACLE in utilities:
-    raise ValueError(f"{plots.ORACLE!r} is added by the report; do not pass it")
+  if ORACLE in utilities:
+    raise ValueError(f"{ORACLE!r} is added by the report; do not pass it")
   named = [*predictions, *candidates, *label_free_peers, *([chosen] if chosen else []),
            *([permuted] if permuted else [])]
   for name in named:
@@ -249,7 +253,7 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
   interval = interval or fr.default_interval(single_cost)
 
   families = {**{k: np.asarray(u, dtype=np.float64) for k, u in utilities.items()},
-              plots.ORACLE: data.rewards}
+              ORACLE: data.rewards}
   grids = {name: cost_weight_grid(u, data.route_costs, num=num_cost_weights)
            for name, u in families.items()}
   choices = {name: [fr.route(u, data.route_costs, float(w)) for w in grids[name]]
@@ -336,7 +340,7 @@ def headline(result: dict) -> str | None:
   if chosen is None:
     return None
   routers = result["routers"]
-  mine, oracle = routers[chosen], routers[plots.ORACLE]
+  mine, oracle = routers[chosen], routers[ORACLE]
   best = result["best_single_llm"]
   x, y, o = mine["cost_weight_0"]["reward"], best["reward"], oracle["cost_weight_0"]["reward"]
   gap = (f"{100 * (x - y) / (o - y):+.0f}% of the oracle gap" if o > y
@@ -454,7 +458,8 @@ def _slug(name: str) -> str:
 def write_report(out_dir, utilities: Mapping[str, np.ndarray], data: EvalSet, *,
                  scatter_router: str | None = None, **options) -> dict:
   """`evaluate`, then writes to `out_dir`: metrics.json (strict JSON, null for undefined values),
-  report.md, reward_vs_cost.png, regret_vs_cost.png and pred_vs_observed_<router>.png (the
+  report.md, and (with matplotlib) reward_vs_cost.png, regret_vs_cost.png and
+  pred_vs_observed_<router>.png (the
   predicted-vs-observed scatter of `scatter_router`; default: the chosen router if it has
   predictions, else the first router with predictions). Each file is written atomically; each
   plot has a name of its own.
@@ -480,6 +485,11 @@ def write_report(out_dir, utilities: Mapping[str, np.ndarray], data: EvalSet, *,
   out.mkdir(parents=True, exist_ok=True)
   atomic_write_bytes(out / "metrics.json", json.dumps(result, indent=2, allow_nan=False).encode())
   atomic_write_bytes(out / "report.md", markdown(result).encode())
+  try:
+    from erpjax.eval import plots  # matplotlib is the optional extra erpjax[plots]
+  except ImportError:
+    log.info("matplotlib not installed: plots skipped; pip install 'erpjax[plots]'")
+    return result
 
   single = result["single_llms"]
   single_cost = np.array([s["cost"] for s in single.values()])
