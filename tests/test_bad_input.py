@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -388,3 +389,90 @@ def test_score_refuses_an_output_folder_of_user_files_before_loading(tmp_path, c
                  "-o", docs)
   assert f"{docs}: exists and holds files erpjax did not write" in err
   _assert_untouched(docs)
+
+
+# Router checkpoints through `erpjax route` (the checks themselves: erpjax.routing, H5's tests).
+
+
+@pytest.fixture(scope="module")
+def encoder():
+  from erpjax import pipeline
+  from erpjax.config import EncoderConfig
+
+  return pipeline.load_encoder(EncoderConfig())
+
+
+def _router(encoder_identifier: str, seed: int = 0):
+  from erpjax.routing import fit_router
+
+  rng = np.random.default_rng(seed)
+  return fit_router(rng.standard_normal((40, 384)).astype(np.float32), rng.random((40, 3)),
+                    np.array([1.0, 2.0, 3.0]), llms=("a", "b", "c"), encoder=encoder_identifier,
+                    reward_model="r")
+
+
+def _largest_file(folder: pathlib.Path) -> pathlib.Path:
+  return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("flip", "corrupted router checkpoint: ['kernel: checksum differs (corrupted bytes)']"),
+    ("truncate", "router arrays cannot be read (damaged or does not match its metadata)"),
+    ("other_encoder", "router was fit on embeddings of encoder 'another-encoder'"),
+])
+def test_a_damaged_or_foreign_router_is_refused_by_route(tmp_path, capsys, encoder, damage,
+                                                         message):
+  from erpjax.routing import save_router
+
+  identifier = "another-encoder" if damage == "other_encoder" else encoder.identifier
+  router = save_router(_router(identifier), tmp_path / "router")
+  weights = _largest_file(router)
+  data = bytearray(weights.read_bytes())
+  if damage == "flip":  # was: loaded and routed with predicted rewards ~1e20 and -inf
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+  elif damage == "truncate":  # was: an orbax/tensorstore traceback
+    weights.write_bytes(bytes(data[: len(data) // 2]))
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("hello\nworld\n")
+  out = tmp_path / "routed.parquet"
+  err = _refused(capsys, "route", prompts, "--router", router, "-o", out)
+  assert str(router) in err and message in err
+  assert not out.exists()
+
+
+_KILLED_ROUTER_WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from erpjax.routing import fit_router, save_router
+
+    rng = np.random.default_rng(1)
+    router = fit_router(rng.standard_normal((40, 8)).astype(np.float32), rng.random((40, 3)),
+                        np.array([1.0, 2.0, 3.0]), llms=("a", "b", "c"), encoder="e",
+                        reward_model="r")
+    print("saving", flush=True)
+    while True:  # killed at some point of some save
+      save_router(router, sys.argv[1])
+""")
+
+
+def test_fit_killed_while_writing_the_router_leaves_a_router(tmp_path):
+  from erpjax.routing import fit_router, load_router, save_router
+
+  rng = np.random.default_rng(0)
+  old = fit_router(rng.standard_normal((40, 8)).astype(np.float32), rng.random((40, 3)),
+                   np.array([1.0, 2.0, 3.0]), llms=("a", "b", "c"), encoder="e", reward_model="r")
+  path = save_router(old, tmp_path / "router")
+  worker = subprocess.Popen([sys.executable, "-c", _KILLED_ROUTER_WRITER, str(path)],
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert worker.stdout.readline().strip() == "saving"
+    time.sleep(3.0)  # several saves in, one under way
+    worker.send_signal(signal.SIGKILL)
+  finally:
+    worker.wait(timeout=60)
+  assert worker.returncode == -signal.SIGKILL
+  # The old router or the new one, whole (load_router verifies every array's checksum).
+  x = np.ones((2, 8), np.float32)
+  loaded = load_router(path, expect_encoder="e")
+  assert np.isfinite(np.asarray(loaded.predict(x))).all()
