@@ -119,12 +119,14 @@ class RidgeStatistics:
   """Streams (features, targets) chunks into the sufficient statistics of M ridge heads.
 
   In a multi-process run every process calls `add` equally often with its own rows (the row
-  counts may differ; an empty chunk is fine) and `solve` on all processes gives the same fit.
+  counts may differ; an empty chunk is fine; `fit_ridge_streamed` arranges it) and `solve` on all
+  processes gives the same fit.
   """
 
   def __init__(self, num_features: int, num_heads: int, *, mesh: Mesh | None = None,
                rows_per_device: int = 4096):
-    """
+    """Empty statistics of `num_heads` heads on `num_features` features.
+
     Args:
       num_features: D.
       num_heads: M.
@@ -166,9 +168,9 @@ class RidgeStatistics:
         (x.shape[1], y.shape[1]) != (self.num_features, self.num_heads)):
       raise ValueError(f"need features [n, {self.num_features}] and targets "
                        f"[n, {self.num_heads}], got {x.shape} and {y.shape}")
-    if not np.isfinite(x).all():
-      raise ValueError("features must be finite")
-    observed = np.isfinite(y)
+    observed = ~np.isnan(y)
+    if not (np.isfinite(x).all() and np.isfinite(y[observed]).all()):
+      raise ValueError("features and observed targets must be finite (NaN = unobserved target)")
     # Every process must run the same number of steps: the longest chunk sets it.
     rows = max(_allgather(np.array([x.shape[0]]))[:, 0])
     for start in range(0, rows, self._local_rows):
