@@ -158,7 +158,8 @@ class PromptEncoder:
 
     def embed(state: nnx.State, inputs: Mapping[str, jax.Array]) -> jax.Array:
       segment_ids_bt = inputs["segment_ids_bt"]
-      h_btd = nnx.merge(graphdef, state)(inputs["tokens_bt"], segment_ids_bt > 0)
+      h_btd = nnx.merge(graphdef, state)(inputs["tokens_bt"], segment_ids_bt,
+                                         positions_bt=inputs["positions_bt"])
       return mean_pool(h_btd, segment_ids_bt, inputs["score_index_bs"].shape[1],
                        normalize=normalize)
 
