@@ -158,8 +158,8 @@ def claim_output_dir(path: str | os.PathLike[str], kind: str) -> pathlib.Path:
     path.mkdir(parents=True, exist_ok=True)
     if _marker_kind(path) != kind:
       _write_marker(path, kind)
-  except PermissionError as error:
-    raise OutputPathError(f"{path}: no permission to write ({error.strerror})") from error
+  except OSError as error:  # no permission, a read-only file system, ...
+    raise OutputPathError(f"{path}: cannot write there ({error.strerror})") from error
   return path
 
 

@@ -493,3 +493,10 @@ def test_an_unusable_embedding_cache_is_refused_before_the_work(tmp_path, capsys
   err = _refused(capsys, "run", _config(tmp_path))
   assert "the embedding cache is not writable" in err and "ERPJAX_CACHE" in err
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux sysfs")
+def test_an_output_folder_that_cannot_be_created_is_refused_before_the_work(tmp_path, capsys):
+  # sysfs refuses new folders even to root: a stand-in for a read-only file system.
+  err = _refused(capsys, "run", _config(tmp_path, output_dir="/sys/kernel/erpjax_run"))
+  assert "/sys/kernel/erpjax_run: cannot write there (Operation not permitted)" in err
