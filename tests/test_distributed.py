@@ -66,7 +66,7 @@ def test_launchers_that_jax_detects(env, launcher):
 
 
 _WORKER = textwrap.dedent("""
-    import json, sys
+    import json, pathlib, sys
     import numpy as np
     from erpjax.runtime import distributed
     info = distributed.initialize(timeout_s=60)  # From ERPJAX_* variables, before any JAX work.
@@ -87,10 +87,14 @@ _WORKER = textwrap.dedent("""
     chunks = [(x[mine[i:i + 50]], y[mine[i:i + 50]]) for i in range(0, len(mine), 50)]
     fit = fit_ridge_streamed(chunks, x.shape[1], y.shape[1], betas=[2.0], mesh=mesh,
                              rows_per_device=16)
+    (pathlib.Path(sys.argv[2]) / f"part-{info.process_id}").write_text("done")
+    distributed.barrier("parts written")
+    # After the barrier every process's part exists: process 0 could write a manifest now.
+    parts = sorted(p.name for p in pathlib.Path(sys.argv[2]).glob("part-*"))
     print(json.dumps(dict(info=[info.process_id, info.num_processes, info.how],
                           devices=len(jax.devices()), local_devices=len(jax.local_devices()),
                           psum=float(total.addressable_data(0)), rows=len(mine),
-                          chunks=len(chunks), weights=fit.weights.tolist(),
+                          chunks=len(chunks), parts=parts, weights=fit.weights.tolist(),
                           bias=fit.bias.tolist())))
 """)
 
@@ -115,7 +119,7 @@ def test_two_processes_psum_and_fit_ridge_heads_like_one(tmp_path):
                ERPJAX_PROCESS_ID=str(p),
                XLA_FLAGS="--xla_force_host_platform_device_count=2")
     procs.append(subprocess.Popen([sys.executable, str(tmp_path / "worker.py"),
-                                   str(tmp_path / "data.npz")], env=env, text=True,
+                                   str(tmp_path / "data.npz"), str(tmp_path)], env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE))
   outputs = []
   try:
@@ -131,6 +135,7 @@ def test_two_processes_psum_and_fit_ridge_heads_like_one(tmp_path):
     assert out["info"] == [p, 2, "explicit"]
     assert (out["devices"], out["local_devices"]) == (4, 2)
     assert out["psum"] == 0 + 1 + 10 + 11
+    assert out["parts"] == ["part-0", "part-1"]
   assert outputs[0]["rows"] + outputs[1]["rows"] == 600
   assert outputs[0]["chunks"] != outputs[1]["chunks"]
   # Both processes hold the same fit, and it is the fit of all rows in one process.

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 ENV_COORDINATOR = "ERPJAX_COORDINATOR"
 ENV_NUM_PROCESSES = "ERPJAX_NUM_PROCESSES"
@@ -120,3 +121,10 @@ def my_share(item_ids: Iterable[str], process_id: int | None = None,
   process_id = jax.process_index() if process_id is None else process_id
   num_processes = jax.process_count() if num_processes is None else num_processes
   return [i for i, item_id in enumerate(item_ids) if owner(item_id, num_processes) == process_id]
+
+
+def barrier(name: str) -> None:
+  """Waits until every process of the run reaches the barrier `name` (no-op for one process),
+  e.g. before process 0 writes a manifest of every process's shards."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
