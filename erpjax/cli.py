@@ -167,13 +167,17 @@ def cmd_route(args) -> int:
   encoder = pipeline.load_encoder(config)
   router = load_router(args.router, expect_encoder=encoder.identifier)
   _note_truncated(encoder, texts)
-  predicted = np.asarray(router.predict(pipeline.embed(encoder, texts, config)))
-  costs = np.asarray(router.costs[...])
+  embeddings = pipeline.embed(encoder, texts, config)
+  predicted = np.asarray(router.predict(embeddings))
+  # The router routes on its utilities (predictions less its safe-rule margins); the budget
+  # search and the routing use the same float64 utilities and costs, so the budget holds.
+  utilities = router.utilities(embeddings)
+  costs = np.asarray(router.costs[...], np.float64)
   cost_weight = args.cost_weight
   if args.budget is not None:
-    cost_weight = cost_weight_for_budget(predicted, costs, args.budget)
+    cost_weight = cost_weight_for_budget(utilities, costs, args.budget)
     print(f"lambda = {cost_weight:.6g} keeps the mean cost within {args.budget:g} per prompt")
-  choice = np.asarray(route(predicted, costs, cost_weight))
+  choice = np.asarray(route(utilities, costs, cost_weight))
   columns = {"prompt_id": ids, "llm": [router.spec.llms[i] for i in choice],
              "cost": costs[choice]}
   for j, llm in enumerate(router.spec.llms):
