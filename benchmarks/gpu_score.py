@@ -62,10 +62,9 @@ MODELS = {"1b": presets.LLAMA_3_2_1B, "8b": presets.LLAMA_3_1_8B}
 SMOKE_MODEL = decoder.DecoderConfig(
     vocab_size=512, embed_dim=64, mlp_dim=128, num_layers=2, num_heads=4, num_kv_heads=2,
     head_dim=16, norm_eps=1e-5)
-# Attention implementations tried by `--attention auto`, where the model accepts the name: the
-# fused GPU kernels and one plain-XLA baseline (the first of the last three it accepts).
-_FUSED = ("cudnn", "pallas")
-_BASELINES = ("xla", "jnp", "jax_nn")
+# Attention implementations `--attention auto` compares on a GPU: XLA's fused softmax of the
+# [T, S] logits, cuDNN's fused kernel, and the Pallas flash kernel (no [T, S] tensor).
+GPU_ATTENTION = ("xla", "cudnn", "pallas")
 
 
 def peak_flops(device_kind: str) -> float | None:
@@ -88,24 +87,13 @@ def model_flops(c: decoder.DecoderConfig, length: int, rows: int) -> float:
   return float(rows * ((c.num_layers - 1) * full_layer + last_layer + score))
 
 
-def accepted_attention(name: str) -> bool:
-  """Whether this erpjax's decoder takes `attention_impl=name` (names change as kernels land)."""
-  try:
-    nnx.eval_shape(lambda: decoder.DecoderRewardModel(SMOKE_MODEL, attention_impl=name,
-                                                      rngs=nnx.Rngs(0)))
-  except ValueError:
-    return False
-  return True
-
-
-def attention_choices(spec: str) -> list[str]:
+def attention_choices(spec: str, gpu: bool) -> list[str]:
+  """`--attention`'s names; "auto": `GPU_ATTENTION` on a GPU, else the model's default."""
   if spec != "auto":
     return spec.split(",")
-  baseline = next((n for n in _BASELINES if accepted_attention(n)), None)
-  init = inspect.signature(decoder.DecoderRewardModel.__init__)
-  fused = [n for n in _FUSED if accepted_attention(n)]
-  names = [baseline or init.parameters["attention_impl"].default, *fused]
-  return list(dict.fromkeys(names))
+  if gpu:
+    return list(GPU_ATTENTION)
+  return [inspect.signature(decoder.DecoderRewardModel.__init__).parameters["attention"].default]
 
 
 def init_state(config: decoder.DecoderConfig, dtype, mesh, rules):
@@ -136,8 +124,7 @@ def make_batch(config: decoder.DecoderConfig, rows: int, length: int, mesh):
 def run_one(config, state, state_shardings, mesh, attention, length, rows, steps):
   """Compile, warm up and time one (model, length, attention) combination."""
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: decoder.DecoderRewardModel(
-      config, dtype=jax.tree.leaves(state)[0].dtype, attention_impl=attention,
-      rngs=nnx.Rngs(0))))
+      config, dtype=jax.tree.leaves(state)[0].dtype, attention=attention, rngs=nnx.Rngs(0))))
   batch = make_batch(config, rows, length, mesh)
   step = jax.jit(lambda state, batch: nnx.merge(graphdef, state)(**batch),
                  in_shardings=(state_shardings, sharding.named_sharding(mesh, (sharding.BATCH,
@@ -168,8 +155,8 @@ def main(argv=None) -> int:
   parser.add_argument("--tokens-per-batch", type=int, default=16384,
                       help="rows per step = max(1, this // length), rounded up to the data axis")
   parser.add_argument("--attention", default="auto",
-                      help="comma list of attention implementations, or 'auto': "
-                           f"the first accepted of {_BASELINES} plus those of {_FUSED} accepted")
+                      help="comma list of attention implementations (erpjax_kernels.attention), "
+                           f"or 'auto': {GPU_ATTENTION} on a GPU, the model's default elsewhere")
   parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
   parser.add_argument("--steps", type=int, default=5, help="timed steps per combination")
   parser.add_argument("--budget-s", type=float, default=360.0,
@@ -206,7 +193,7 @@ def main(argv=None) -> int:
   rules = sharding.RULE_TABLES[args.rules]
   device = jax.devices()[0]
   peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops(device.device_kind)
-  attentions = attention_choices(args.attention)
+  attentions = attention_choices(args.attention, gpu=backend == "gpu")
   print(f"{len(jax.devices())} x {device.device_kind} ({backend}); peak "
         f"{peak / 1e12 if peak else '?'} TFLOP/s each; attention {attentions}", flush=True)
 
