@@ -178,14 +178,14 @@ def test_jax_nn_attention_matches(name, tmp_path, sequences):
   folder, model = _save_family(name, tmp_path)
   tokens, mask = _padded(sequences, "left")
   ref = _run(decoder.load_decoder_reward_model(folder), tokens, mask)[:, 0]
-  fused = _run(decoder.load_decoder_reward_model(folder, attention_impl="jax_nn"), tokens, mask)
+  fused = _run(decoder.load_decoder_reward_model(folder, attention="jax_nn"), tokens, mask)
   np.testing.assert_allclose(fused[:, 0], ref, atol=TOL, rtol=0)
 
 
 def test_jax_nn_attention_refuses_softcap(tmp_path):
   folder, _ = _save_family("gemma2", tmp_path)
   with pytest.raises(ValueError, match="soft-capping"):
-    decoder.load_decoder_reward_model(folder, attention_impl="jax_nn")
+    decoder.load_decoder_reward_model(folder, attention="jax_nn")
 
 
 @pytest.mark.parametrize("name", ["llama", "gemma2"])

@@ -1,4 +1,6 @@
-"""Small NNX layers of the decoder families: einsum projections, RMSNorm, embeddings, attention.
+"""Small NNX layers of the model families: einsum projections, RMSNorm, embeddings, row gathers.
+
+Attention itself is `erpjax_kernels.attention.dot_product_attention`.
 
 Parameters carry logical axis names from `erpjax.sharding` as `out_sharding` metadata, so
 `nnx.get_partition_spec(state)` gives their specs; `eager_sharding=False` keeps construction free
@@ -11,16 +13,12 @@ dtype: that is what torch does for bfloat16 `Linear`s, and XLA on CPU needs it f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from erpjax import sharding
-
-AttentionImpl = Literal["jnp", "jax_nn"]
-ATTENTION_IMPLS: tuple[str, ...] = ("jnp", "jax_nn")
 
 
 def param(init: nnx.Initializer, rngs: nnx.Rngs, shape: Sequence[int],
@@ -113,69 +111,3 @@ def split_last_layer(layers: nnx.Module) -> tuple[nnx.Module | None, nnx.Module]
   if jax.tree.leaves(stacked)[0].shape[0] == 1:
     return None, last
   return nnx.merge(graphdef, jax.tree.map(lambda x: x[:-1], stacked)), last
-
-
-def segment_mask(segment_ids_bt: jax.Array, *, causal: bool) -> jax.Array:
-  """bool[B, T, S]: query t may attend to key s (same non-pad segment, and s <= t if causal).
-
-  Causality is by row index, so it holds for left padding, right padding and packed rows alike.
-  """
-  seg_q = segment_ids_bt[:, :, None]
-  seg_k = segment_ids_bt[:, None, :]
-  mask_bts = (seg_q == seg_k) & (seg_k != 0)
-  if causal:
-    t = jnp.arange(segment_ids_bt.shape[1])
-    mask_bts = mask_bts & (t[None, :, None] >= t[None, None, :])
-  return mask_bts
-
-
-def window_mask(positions_bt: jax.Array, window: jax.Array) -> jax.Array:
-  """bool[B, T, S]: key s is among the `window` most recent positions of query t (itself included).
-
-  transformers' sliding-window overlay is `kv_idx > q_idx - window`; positions equal indices up to
-  a shift within a segment, and other segments are masked anyway.
-  """
-  return positions_bt[:, :, None] - positions_bt[:, None, :] < window
-
-
-def dot_product_attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
-                          mask_bts: jax.Array, *, scale: float, softcap: float | None = None,
-                          implementation: AttentionImpl = "jnp") -> jax.Array:
-  """Grouped-query attention: N query heads share K key/value heads (N % K == 0).
-
-  Args:
-    q_btnh, k_bskh, v_bskh: queries [B, T, N, H], keys and values [B, S, K, H].
-    mask_bts: bool[B, T, S], True where query t may attend to key s. Fully masked query rows
-      (padding) give finite garbage, never NaN, so they cannot poison other rows.
-    scale: multiplies the logits (transformers: head_dim**-0.5; Gemma 2:
-      query_pre_attn_scalar**-0.5).
-    softcap: if set, logits -> softcap * tanh(logits / softcap) before masking (Gemma 2).
-    implementation: "jnp" (the reference, in float32) or "jax_nn" (`jax.nn.dot_product_attention`,
-      which may pick a fused kernel; it has no soft-capping).
-
-  Returns:
-    [B, T, N, H] in the dtype of `q_btnh`.
-  """
-  b, t, n, h = q_btnh.shape
-  k = k_bskh.shape[2]
-  if n % k:
-    raise ValueError(f"{n} query heads do not group over {k} key/value heads")
-  if implementation == "jax_nn":
-    if softcap is not None:
-      raise ValueError("jax.nn.dot_product_attention has no logit soft-capping; use 'jnp'")
-    return jax.nn.dot_product_attention(q_btnh, k_bskh, v_bskh, mask=mask_bts[:, None],
-                                        scale=scale)
-  if implementation != "jnp":
-    raise ValueError(f"attention implementation {implementation!r} not in {ATTENTION_IMPLS}")
-  q_btkgh = q_btnh.reshape(b, t, k, n // k, h)
-  logits_bkgts = jnp.einsum("BTKGH,BSKH->BKGTS", q_btkgh, k_bskh,
-                            preferred_element_type=jnp.float32) * scale
-  if softcap is not None:
-    logits_bkgts = softcap * jnp.tanh(logits_bkgts / softcap)
-  # A finite fill (not -inf) keeps fully masked rows finite: their softmax is uniform.
-  logits_bkgts = jnp.where(mask_bts[:, None, None], logits_bkgts,
-                           jnp.finfo(jnp.float32).min)
-  probs_bkgts = jax.nn.softmax(logits_bkgts, axis=-1).astype(v_bskh.dtype)
-  out_btkgh = jnp.einsum("BKGTS,BSKH->BTKGH", probs_bkgts, v_bskh,
-                         preferred_element_type=jnp.float32)
-  return out_btkgh.reshape(b, t, n, h).astype(q_btnh.dtype)

@@ -40,7 +40,8 @@ class BertConfig:
       RoBERTa (its position ids start after the padding index).
     layer_norm_eps: LayerNorm epsilon (BERT: 1e-12).
     dtype: matmul input dtype, "float32" or "bfloat16" (parameters stay float32).
-    attention: implementation in `erpjax_kernels.attention` ("xla", "reference", "jax_nn").
+    attention: implementation of `erpjax_kernels.attention.dot_product_attention` ("xla",
+      "reference", "jax_nn", "cudnn", "pallas"; training needs a differentiable one).
   """
   vocab_size: int
   hidden_size: int
@@ -69,9 +70,7 @@ class BertConfig:
       raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
     if self.dtype not in _DTYPES:
       raise ValueError(f"dtype {self.dtype!r} unsupported; known: {sorted(_DTYPES)}")
-    if self.attention not in attention_kernels.IMPLEMENTATIONS:
-      raise ValueError(f"attention {self.attention!r} unknown; known: "
-                       f"{attention_kernels.IMPLEMENTATIONS}")
+    attention_kernels.check_implementation(self.attention)
 
   @property
   def head_dim(self) -> int:
@@ -153,11 +152,12 @@ class SelfAttention(nnx.Module):
                                     jnp.float32)
     self.out_bias = _layers.param(zeros, rngs, (d,), (sh.EMBED,), jnp.float32)
 
-  def __call__(self, x_bqd: jax.Array, x_btd: jax.Array, mask: jax.Array) -> jax.Array:
+  def __call__(self, x_bqd: jax.Array, x_btd: jax.Array, q_segment_ids_bq: jax.Array,
+               kv_segment_ids_bt: jax.Array) -> jax.Array:
     """Attention of queries from float32[B, Q, D] (Q = T: every token) over the keys and values
     of float32[B, T, D] -> float32[B, Q, D], before the residual.
 
-    `mask` is bool[B, T] (key padding) or bool[B, Q, T] (query q may attend key t).
+    A query attends the keys of its own segment (int[B, Q] and int[B, T] ids, 0 = padding).
     """
     def project(x, kernel, bias):
       return (_matmul("BTD,DNH->BTNH", x, kernel, self.dtype) + bias[...]).astype(self.dtype)
@@ -166,7 +166,8 @@ class SelfAttention(nnx.Module):
     k_btnh = project(x_btd, self.key_kernel, self.key_bias)
     v_btnh = project(x_btd, self.value_kernel, self.value_bias)
     out_bqnh = attention_kernels.dot_product_attention(
-        q_bqnh, k_btnh, v_btnh, mask, implementation=self.implementation)
+        q_bqnh, k_btnh, v_btnh, q_segment_ids_bt=q_segment_ids_bq,
+        kv_segment_ids_bs=kv_segment_ids_bt, causal=False, implementation=self.implementation)
     return _matmul("BTNH,NHD->BTD", out_bqnh, self.out_kernel, self.dtype) + self.out_bias[...]
 
 
@@ -198,16 +199,19 @@ class Layer(nnx.Module):
     self.ffn = FeedForward(cfg, rngs=rngs)
     self.ffn_norm = _layer_norm(cfg.hidden_size, cfg.layer_norm_eps, rngs)
 
-  def __call__(self, x_btd: jax.Array, mask: jax.Array,
+  def __call__(self, x_btd: jax.Array, segment_ids_bt: jax.Array,
                query_index_bs: jax.Array | None = None) -> jax.Array:
     """float32[B, T, D] -> float32[B, T, D], or with int[B, S] `query_index_bs` only those
     rows' outputs, float32[B, S, D] (the attention still reads every token).
 
-    `mask` is bool[B, T] (key padding), or bool[B, T, T], or bool[B, S, T] with
-    `query_index_bs` (query may attend key).
+    `segment_ids_bt`: int[B, T], 0 = padding; tokens attend within their segment.
     """
-    x_bqd = x_btd if query_index_bs is None else _layers.take_rows(x_btd, query_index_bs)
-    x_bqd = self.attention_norm(x_bqd + self.attention(x_bqd, x_btd, mask))
+    x_bqd, q_segment_ids_bq = x_btd, segment_ids_bt
+    if query_index_bs is not None:
+      x_bqd = _layers.take_rows(x_btd, query_index_bs)
+      q_segment_ids_bq = _layers.take_rows(segment_ids_bt, query_index_bs)
+    x_bqd = self.attention_norm(
+        x_bqd + self.attention(x_bqd, x_btd, q_segment_ids_bq, segment_ids_bt))
     return self.ffn_norm(x_bqd + self.ffn(x_bqd))
 
 
@@ -254,7 +258,7 @@ class BertModel(nnx.Module):
 
     self.layers = make_layers(rngs)
 
-  def __call__(self, tokens_bt: jax.Array, mask_bt: jax.Array,
+  def __call__(self, tokens_bt: jax.Array, segment_ids_bt: jax.Array,
                token_types_bt: jax.Array | None = None,
                positions_bt: jax.Array | None = None,
                output_index_bs: jax.Array | None = None) -> jax.Array:
@@ -262,9 +266,10 @@ class BertModel(nnx.Module):
 
     Args:
       tokens_bt: int[B, T] token ids, T <= max_position_embeddings - position_offset.
-      mask_bt: bool or int[B, T], true/1 for real tokens (transformers' `attention_mask`); or
-        bool[B, T, T], true where query t may attend key s (packed sequences).
-      token_types_bt: int[B, T] segment ids; zeros when None.
+      segment_ids_bt: int[B, T], 0 for padding and 1.. for the sequences packed in a row
+        (tokens attend within their sequence); a padded batch's int or bool `attention_mask`
+        (1/True = real token) is the one-sequence case.
+      token_types_bt: int[B, T] token types (text A/B); zeros when None.
       positions_bt: int[B, T] position of each token in its sequence; 0..T-1 when None.
       output_index_bs: int[B, S], the only rows of the output to compute (e.g. the [CLS] token
         of each packed sequence); None = all.
@@ -279,13 +284,15 @@ class BertModel(nnx.Module):
                        "the position table")
     if token_types_bt is None:
       token_types_bt = jnp.zeros_like(tokens_bt)
-    mask_bt = mask_bt.astype(bool)
+    if segment_ids_bt.ndim != 2:
+      raise ValueError(f"segment ids must be [B, T], got shape {segment_ids_bt.shape}")
+    segment_ids_bt = segment_ids_bt.astype(jnp.int32)
     x_btd = self.embeddings(tokens_bt, token_types_bt, positions_bt)
 
     @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry,
               transform_metadata={nnx.PARTITION_NAME: sh.LAYERS})
     def run_layers(x_btd: jax.Array, layer: Layer) -> jax.Array:
-      return layer(x_btd, mask_bt)
+      return layer(x_btd, segment_ids_bt)
 
     if output_index_bs is None:
       return run_layers(x_btd, self.layers)
@@ -295,9 +302,7 @@ class BertModel(nnx.Module):
     first, last = _layers.split_last_layer(self.layers)
     if first is not None:
       x_btd = run_layers(x_btd, first)
-    if mask_bt.ndim == 3:
-      mask_bt = _layers.take_rows(mask_bt, output_index_bs)
-    return last(x_btd, mask_bt, output_index_bs)
+    return last(x_btd, segment_ids_bt, output_index_bs)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -57,7 +57,6 @@ class ClassificationHead(nnx.Module):
     return self.out(self.activation(self.dense(x_bsd))).astype(jnp.float32)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class _Layout:
   """Where a transformers classifier checkpoint keeps the encoder and the head's two Linears."""
@@ -128,7 +127,7 @@ ROBERTA_LARGE = BertClassifierConfig(
 
 class BertClassifier(nnx.Module):
   """transformers' `BertForSequenceClassification` / `RobertaForSequenceClassification` on the
-  erpjax reward-model interface (see HELPERS.md)."""
+  erpjax reward-model interface (`__call__` below; the one `erpjax.scoring` feeds every family)."""
 
   def __init__(self, cfg: BertClassifierConfig, *, rngs: nnx.Rngs):
     self.config = cfg
@@ -147,8 +146,7 @@ class BertClassifier(nnx.Module):
       score_index_bs: int32[B,S], each segment's first ([CLS] / <s>) token.
       token_types_bt: int32[B,T] text-pair token types; zeros if None.
     """
-    mask_btt = _layers.segment_mask(segment_ids_bt, causal=False)
-    x_bsd = self.encoder(tokens_bt, mask_btt, token_types_bt, positions_bt,
+    x_bsd = self.encoder(tokens_bt, segment_ids_bt, token_types_bt, positions_bt,
                          output_index_bs=score_index_bs)
     return self.head(x_bsd)
 
@@ -173,11 +171,14 @@ def hf_key_map(cfg: BertClassifierConfig) -> _hf.KeyMap:
 
 @register_reward_model("BertForSequenceClassification", "RobertaForSequenceClassification",
                        "XLMRobertaForSequenceClassification")
-def load_bert_classifier(path: str | os.PathLike[str], *,
-                         dtype: jnp.dtype = jnp.float32) -> BertClassifier:
+def load_bert_classifier(path: str | os.PathLike[str], *, dtype: jnp.dtype = jnp.float32,
+                         attention: str = "xla") -> BertClassifier:
   """Loads a BERT/RoBERTa/XLM-R `*ForSequenceClassification` folder (config.json + safetensors).
 
-  Parameters stay float32; `dtype=jnp.bfloat16` runs the encoder's matmuls in bfloat16.
+  The encoder's and the head's parameters are float32 whatever `dtype`: `dtype=jnp.bfloat16`
+  runs the encoder's matmuls in bfloat16 (float32 accumulation); the head computes in float32.
+  `attention`: implementation of `erpjax_kernels.attention.dot_product_attention`.
   """
-  cfg = BertClassifierConfig.from_hf_config(_hf.read_config(path), dtype=jnp.dtype(dtype).name)
+  cfg = BertClassifierConfig.from_hf_config(_hf.read_config(path), dtype=jnp.dtype(dtype).name,
+                                            attention=attention)
   return _hf.load_pretrained(lambda: BertClassifier(cfg, rngs=nnx.Rngs(0)), path, hf_key_map(cfg))

@@ -12,7 +12,10 @@ OpenAssistant/reward-model-deberta-v3-large-v2:
   * ContextPooler (dense + activation on the first token) -> classifier Linear.
 
 Relative positions come from the per-segment `positions_bt` of the reward-model interface, so
-packed sequences see exactly the distances they would see alone.
+packed sequences see exactly the distances they would see alone. The c2p/p2c terms are a
+[B, N, T, T] logits bias by nature; they go to `erpjax_kernels.attention.dot_product_attention`
+as `logits_bias_bnts`, so DeBERTa runs on the dense implementations ("xla", "reference",
+"jax_nn", "cudnn"), not on the flash kernel, which takes no O(T^2) input.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from erpjax_kernels import attention as attention_kernels
 from flax import nnx
 
 from erpjax import sharding as sh
@@ -217,8 +221,9 @@ def relative_positions(cfg: DebertaV2Config, positions_bt: jax.Array) -> jax.Arr
 class DisentangledSelfAttention(nnx.Module):
   """Multi-head attention with DeBERTa's c2p/p2c relative terms, then dense + residual + LN."""
 
-  def __init__(self, cfg: DebertaV2Config, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, cfg: DebertaV2Config, *, dtype=jnp.float32, attention: str, rngs: nnx.Rngs):
     self.cfg = cfg
+    self.implementation = attention
     self.query_proj = _heads_proj(cfg, dtype, rngs)
     self.key_proj = _heads_proj(cfg, dtype, rngs)
     self.value_proj = _heads_proj(cfg, dtype, rngs)
@@ -231,9 +236,10 @@ class DisentangledSelfAttention(nnx.Module):
                                   out_names=(sh.EMBED,), use_bias=True, dtype=dtype, rngs=rngs)
     self.out_norm = _layer_norm(d, cfg.layer_norm_eps, dtype, rngs)
 
-  def __call__(self, x_btd: jax.Array, mask_btt: jax.Array, relative_btt: jax.Array | None,
-               rel_embed_pd: jax.Array | None) -> jax.Array:
-    """x [B,T,D], mask bool[B,T,T], relative int[B,T,T], rel_embed [2*att_span,D] -> [B,T,D]."""
+  def __call__(self, x_btd: jax.Array, segment_ids_bt: jax.Array,
+               relative_btt: jax.Array | None, rel_embed_pd: jax.Array | None) -> jax.Array:
+    """x [B,T,D], segment ids int[B,T] (0 = padding), relative int[B,T,T],
+    rel_embed [2*att_span,D] -> [B,T,D]."""
     cfg = self.cfg
     q_btnh = self.query_proj(x_btd)
     k_bsnh = self.key_proj(x_btd)
@@ -241,7 +247,7 @@ class DisentangledSelfAttention(nnx.Module):
     scale = cfg.score_scale
     # Like transformers, every term is scaled separately (q.k/s + c2p/s + p2c/s), in float32.
     f32 = jnp.float32
-    logits_bnts = jnp.einsum("BTNH,BSNH->BNTS", q_btnh, k_bsnh, preferred_element_type=f32) / scale
+    relative_terms_bnts = []
     if cfg.relative_attention:
       span = cfg.att_span
       if "c2p" in cfg.pos_att_type:
@@ -249,7 +255,8 @@ class DisentangledSelfAttention(nnx.Module):
         pos_key_pnh = pos_key(rel_embed_pd)
         c2p_bntp = jnp.einsum("BTNH,PNH->BNTP", q_btnh, pos_key_pnh, preferred_element_type=f32)
         index_bts = jnp.clip(relative_btt + span, 0, 2 * span - 1)
-        logits_bnts += jnp.take_along_axis(c2p_bntp, index_bts[:, None], axis=-1) / scale
+        relative_terms_bnts.append(
+            jnp.take_along_axis(c2p_bntp, index_bts[:, None], axis=-1) / scale)
       if "p2c" in cfg.pos_att_type:
         pos_query = self.query_proj if cfg.share_att_key else self.pos_query_proj
         pos_query_pnh = pos_query(rel_embed_pd)
@@ -259,28 +266,28 @@ class DisentangledSelfAttention(nnx.Module):
         # the result is transposed to [query, key].
         index_bst = jnp.clip(span - relative_btt, 0, 2 * span - 1)
         p2c_bnst = jnp.take_along_axis(p2c_bnsp, index_bst[:, None], axis=-1)
-        logits_bnts += jnp.swapaxes(p2c_bnst, -1, -2) / scale
-    # A finite fill keeps fully masked (padding) rows finite: their softmax is uniform.
-    logits_bnts = jnp.where(mask_btt[:, None], logits_bnts, jnp.finfo(f32).min)
-    probs_bnts = jax.nn.softmax(logits_bnts, axis=-1).astype(v_bsnh.dtype)
-    context_btnh = jnp.einsum("BNTS,BSNH->BTNH", probs_bnts, v_bsnh,
-                              preferred_element_type=f32).astype(v_bsnh.dtype)
+        relative_terms_bnts.append(jnp.swapaxes(p2c_bnst, -1, -2) / scale)
+    context_btnh = attention_kernels.dot_product_attention(
+        q_btnh, k_bsnh, v_bsnh, q_segment_ids_bt=segment_ids_bt, kv_segment_ids_bs=segment_ids_bt,
+        causal=False, scale=1 / scale,
+        logits_bias_bnts=sum(relative_terms_bnts) if relative_terms_bnts else None,
+        implementation=self.implementation)
     return self.out_norm(self.out(context_btnh) + x_btd)
 
 
 class DebertaV2Layer(nnx.Module):
   """Attention block, then the post-LN feed-forward block."""
 
-  def __init__(self, cfg: DebertaV2Config, *, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.attention = DisentangledSelfAttention(cfg, dtype=dtype, rngs=rngs)
+  def __init__(self, cfg: DebertaV2Config, *, dtype=jnp.float32, attention: str, rngs: nnx.Rngs):
+    self.attention = DisentangledSelfAttention(cfg, dtype=dtype, attention=attention, rngs=rngs)
     d, f = cfg.hidden_size, cfg.intermediate_size
     self.intermediate = _dense(d, f, (sh.EMBED, sh.MLP), dtype, rngs)
     self.output = _dense(f, d, (sh.MLP, sh.EMBED), dtype, rngs)
     self.output_norm = _layer_norm(d, cfg.layer_norm_eps, dtype, rngs)
     self.activation = ACTIVATIONS[cfg.hidden_act]
 
-  def __call__(self, x_btd, mask_btt, relative_btt, rel_embed_pd) -> jax.Array:
-    x_btd = self.attention(x_btd, mask_btt, relative_btt, rel_embed_pd)
+  def __call__(self, x_btd, segment_ids_bt, relative_btt, rel_embed_pd) -> jax.Array:
+    x_btd = self.attention(x_btd, segment_ids_bt, relative_btt, rel_embed_pd)
     return self.output_norm(self.output(self.activation(self.intermediate(x_btd))) + x_btd)
 
 
@@ -311,7 +318,7 @@ class DebertaV2Embeddings(nnx.Module):
 class DebertaV2Encoder(nnx.Module):
   """Embeddings and a scanned stack of layers sharing one relative embedding table."""
 
-  def __init__(self, cfg: DebertaV2Config, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, cfg: DebertaV2Config, *, dtype=jnp.float32, attention: str, rngs: nnx.Rngs):
     self.cfg = cfg
     self.embeddings = DebertaV2Embeddings(cfg, dtype=dtype, rngs=rngs)
     self.rel_embeddings = (_table(2 * cfg.att_span, cfg.hidden_size, dtype, rngs)
@@ -322,7 +329,7 @@ class DebertaV2Encoder(nnx.Module):
     @nnx.split_rngs(splits=cfg.num_layers)
     @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: sh.LAYERS})
     def make_layers(rngs: nnx.Rngs) -> DebertaV2Layer:
-      return DebertaV2Layer(cfg, dtype=dtype, rngs=rngs)
+      return DebertaV2Layer(cfg, dtype=dtype, attention=attention, rngs=rngs)
 
     self.layers = make_layers(rngs)
 
@@ -331,7 +338,6 @@ class DebertaV2Encoder(nnx.Module):
     if token_types_bt is None:
       token_types_bt = jnp.zeros_like(tokens_bt)
     x_btd = self.embeddings(tokens_bt, positions_bt, token_types_bt)
-    mask_btt = _layers.segment_mask(segment_ids_bt, causal=False)
     relative_btt = rel_embed_pd = None
     if self.rel_embeddings is not None:
       relative_btt = relative_positions(self.cfg, positions_bt)
@@ -340,18 +346,28 @@ class DebertaV2Encoder(nnx.Module):
         rel_embed_pd = self.rel_norm(rel_embed_pd)
 
     @nnx.scan(in_axes=(0, nnx.Carry, None, None, None), out_axes=nnx.Carry)
-    def run(layer: DebertaV2Layer, x_btd, mask_btt, relative_btt, rel_embed_pd):
-      return layer(x_btd, mask_btt, relative_btt, rel_embed_pd)
+    def run(layer: DebertaV2Layer, x_btd, segment_ids_bt, relative_btt, rel_embed_pd):
+      return layer(x_btd, segment_ids_bt, relative_btt, rel_embed_pd)
 
-    return run(self.layers, x_btd, mask_btt, relative_btt, rel_embed_pd)
+    return run(self.layers, x_btd, segment_ids_bt, relative_btt, rel_embed_pd)
 
 
 class DebertaV2ForSequenceClassification(nnx.Module):
-  """A DeBERTa reward model on the erpjax reward-model interface (see HELPERS.md)."""
+  """A DeBERTa reward model on the erpjax reward-model interface (`__call__` below; the one
+  `erpjax.scoring` feeds every family).
 
-  def __init__(self, cfg: DebertaV2Config, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  `attention`: implementation of `erpjax_kernels.attention.dot_product_attention`; one that
+  takes a logits bias when the model has relative attention (not "pallas").
+  """
+
+  def __init__(self, cfg: DebertaV2Config, *, dtype=jnp.float32, attention: str = "xla",
+               rngs: nnx.Rngs):
+    attention_kernels.check_implementation(attention)
+    if cfg.relative_attention and attention == "pallas":
+      raise ValueError("DeBERTa's relative attention is a logits bias, which the pallas kernel "
+                       "does not take; use 'xla', 'reference', 'jax_nn' or 'cudnn'")
     self.cfg = cfg
-    self.encoder = DebertaV2Encoder(cfg, dtype=dtype, rngs=rngs)
+    self.encoder = DebertaV2Encoder(cfg, dtype=dtype, attention=attention, rngs=rngs)
     # transformers' ContextPooler (dense + pooler_hidden_act) and classifier.
     self.head = ClassificationHead(cfg.hidden_size, cfg.num_labels, cfg.pooler_hidden_act,
                                    dtype=dtype, rngs=rngs)
@@ -434,10 +450,11 @@ def hf_key_map(cfg: DebertaV2Config) -> _hf.KeyMap:
 
 
 @register_reward_model("DebertaV2ForSequenceClassification")
-def load_deberta_v2(path: str | os.PathLike[str], *,
-                    dtype=jnp.float32) -> DebertaV2ForSequenceClassification:
+def load_deberta_v2(path: str | os.PathLike[str], *, dtype=jnp.float32,
+                    attention: str = "xla") -> DebertaV2ForSequenceClassification:
   """Loads a `DebertaV2ForSequenceClassification` folder (config.json + safetensors)."""
   cfg = DebertaV2Config.from_hf_config(_hf.read_config(path))
   return _hf.load_pretrained(
-      lambda: DebertaV2ForSequenceClassification(cfg, dtype=dtype, rngs=nnx.Rngs(0)), path,
-      hf_key_map(cfg))
+      lambda: DebertaV2ForSequenceClassification(cfg, dtype=dtype, attention=attention,
+                                                 rngs=nnx.Rngs(0)),
+      path, hf_key_map(cfg))

@@ -25,13 +25,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from erpjax_kernels import attention as attention_kernels
 from flax import nnx
 
 from erpjax import sharding
 from erpjax.models import _hf
-from erpjax.models._layers import (ATTENTION_IMPLS, AttentionImpl, Embedder, Projection, RMSNorm,
-                                   dot_product_attention, segment_mask, split_last_layer, take_rows,
-                                   window_mask)
+from erpjax.models._layers import Embedder, Projection, RMSNorm, split_last_layer, take_rows
 from erpjax.models._registry import register_reward_model
 from erpjax.models.rope import RopeConfig, apply_rope, inverse_frequencies, rotation
 
@@ -251,12 +250,12 @@ _FAMILY_OPTIONS = {"llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3
 class Attention(nnx.Module):
   """Causal grouped-query self-attention with RoPE, optional q/k norms, window and soft-cap."""
 
-  def __init__(self, config: DecoderConfig, *, dtype: jnp.dtype, attention_impl: AttentionImpl,
+  def __init__(self, config: DecoderConfig, *, dtype: jnp.dtype, attention: str,
                rngs: nnx.Rngs):
     c = config
     self.scale = c.attention_scale
     self.softcap = c.attn_logit_softcap
-    self.attention_impl = attention_impl
+    self.implementation = attention
     common = dict(in_names=(sharding.EMBED,), dtype=dtype, rngs=rngs)
     self.q = Projection("BTD,DNH->BTNH", (c.embed_dim,), (c.num_heads, c.head_dim),
                         out_names=(sharding.HEADS, sharding.HEAD_DIM), use_bias=c.qkv_bias,
@@ -279,23 +278,29 @@ class Attention(nnx.Module):
     else:
       self.q_norm = self.k_norm = None
 
-  def __call__(self, x_btd: jax.Array, mask: jax.Array, cos_btf: jax.Array, sin_btf: jax.Array,
+  def __call__(self, x_btd: jax.Array, segment_ids_bt: jax.Array, positions_bt: jax.Array,
+               window: int | jax.Array | None, cos_btf: jax.Array, sin_btf: jax.Array,
                query_index_bs: jax.Array | None = None) -> jax.Array:
     """[B, T, D] -> [B, T, D], or with int[B, S] `query_index_bs` only those rows, [B, S, D].
 
-    `mask` (bool[B, T, T], or [B, S, T] with `query_index_bs`) already holds segments,
-    causality and the window.
+    Tokens attend causally within their segment (int[B, T] ids and positions, as the model
+    takes them), within `window` positions if set.
     """
     cos_bqf, sin_bqf, x_bqd = cos_btf, sin_btf, x_btd
+    segment_ids_bq, positions_bq = segment_ids_bt, positions_bt
     if query_index_bs is not None:
-      cos_bqf, sin_bqf, x_bqd = (take_rows(a, query_index_bs) for a in (cos_btf, sin_btf, x_btd))
+      cos_bqf, sin_bqf, x_bqd, segment_ids_bq, positions_bq = (
+          take_rows(a, query_index_bs)
+          for a in (cos_btf, sin_btf, x_btd, segment_ids_bt, positions_bt))
     q_bqnh, k_btkh, v_btkh = self.q(x_bqd), self.k(x_btd), self.v(x_btd)
     if self.q_norm is not None:
       q_bqnh, k_btkh = self.q_norm(q_bqnh), self.k_norm(k_btkh)
     q_bqnh = apply_rope(q_bqnh, cos_bqf, sin_bqf)
     k_btkh = apply_rope(k_btkh, cos_btf, sin_btf)
-    o_bqnh = dot_product_attention(q_bqnh, k_btkh, v_btkh, mask, scale=self.scale,
-                                   softcap=self.softcap, implementation=self.attention_impl)
+    o_bqnh = attention_kernels.dot_product_attention(
+        q_bqnh, k_btkh, v_btkh, q_segment_ids_bt=segment_ids_bq, kv_segment_ids_bs=segment_ids_bt,
+        q_positions_bt=positions_bq, kv_positions_bs=positions_bt, causal=True, scale=self.scale,
+        softcap=self.softcap, window=window, implementation=self.implementation)
     return self.out(o_bqnh)
 
 
@@ -320,12 +325,12 @@ class GatedMLP(nnx.Module):
 class Block(nnx.Module):
   """Pre-norm residual block; with `sandwich_norm` the branch outputs are normed too (Gemma 2)."""
 
-  def __init__(self, config: DecoderConfig, *, dtype: jnp.dtype, attention_impl: AttentionImpl,
+  def __init__(self, config: DecoderConfig, *, dtype: jnp.dtype, attention: str,
                rngs: nnx.Rngs):
     c = config
     norm = dict(name=sharding.EMBED, eps=c.norm_eps, offset=c.norm_offset, dtype=dtype, rngs=rngs)
     self.pre_attn_norm = RMSNorm(c.embed_dim, **norm)
-    self.attn = Attention(c, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
+    self.attn = Attention(c, dtype=dtype, attention=attention, rngs=rngs)
     self.pre_ffw_norm = RMSNorm(c.embed_dim, **norm)
     self.mlp = GatedMLP(c, dtype=dtype, rngs=rngs)
     if c.sandwich_norm:
@@ -334,11 +339,13 @@ class Block(nnx.Module):
     else:
       self.post_attn_norm = self.post_ffw_norm = None
 
-  def __call__(self, x_btd: jax.Array, mask: jax.Array, cos_btf: jax.Array, sin_btf: jax.Array,
+  def __call__(self, x_btd: jax.Array, segment_ids_bt: jax.Array, positions_bt: jax.Array,
+               window: int | jax.Array | None, cos_btf: jax.Array, sin_btf: jax.Array,
                query_index_bs: jax.Array | None = None) -> jax.Array:
     """[B, T, D] -> [B, T, D], or only the rows `query_index_bs` [B, S]: [B, S, D] (see
     `Attention`)."""
-    h_btd = self.attn(self.pre_attn_norm(x_btd), mask, cos_btf, sin_btf, query_index_bs)
+    h_btd = self.attn(self.pre_attn_norm(x_btd), segment_ids_bt, positions_bt, window, cos_btf,
+                      sin_btf, query_index_bs)
     if query_index_bs is not None:
       x_btd = take_rows(x_btd, query_index_bs)
     if self.post_attn_norm is not None:
@@ -360,11 +367,15 @@ class DecoderRewardModel(nnx.Module):
   """
 
   def __init__(self, config: DecoderConfig, *, dtype: jnp.dtype = jnp.float32,
-               attention_impl: AttentionImpl = "jnp", rngs: nnx.Rngs):
-    if attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(f"attention_impl {attention_impl!r} not in {ATTENTION_IMPLS}")
-    if attention_impl == "jax_nn" and config.attn_logit_softcap is not None:
-      raise ValueError("attention logit soft-capping needs attention_impl='jnp'")
+               attention: str = "xla", rngs: nnx.Rngs):
+    """`attention`: implementation of `erpjax_kernels.attention.dot_product_attention`."""
+    attention_kernels.check_implementation(attention)
+    if attention in ("jax_nn", "cudnn") and config.attn_logit_softcap is not None:
+      raise ValueError(f"attention logit soft-capping is not available with {attention!r}; "
+                       "use 'xla', 'reference' or 'pallas'")
+    if attention == "pallas" and 0 < len(config.sliding_layers) < config.num_layers:
+      raise ValueError("the pallas attention kernel needs one window for every layer; this model "
+                       "mixes sliding and full layers: use a dense implementation")
     self.config = config
     self.dtype = dtype
     multiplier = config.embed_dim ** 0.5 if config.scale_embeddings else None
@@ -374,7 +385,7 @@ class DecoderRewardModel(nnx.Module):
     @nnx.split_rngs(splits=config.num_layers)
     @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: sharding.LAYERS})
     def make_layers(rngs: nnx.Rngs) -> Block:
-      return Block(config, dtype=dtype, attention_impl=attention_impl, rngs=rngs)
+      return Block(config, dtype=dtype, attention=attention, rngs=rngs)
 
     self.layers = make_layers(rngs)
     self.final_norm = RMSNorm(config.embed_dim, name=sharding.EMBED, eps=config.norm_eps,
@@ -398,18 +409,19 @@ class DecoderRewardModel(nnx.Module):
     """
     c = self.config
     x_btd = self.embedder(tokens_bt)
-    mask_btt = segment_mask(segment_ids_bt, causal=True)
     cos_btf, sin_btf = rotation(positions_bt, inverse_frequencies(c.head_dim, c.rope))
 
-    def layer_mask(window):
+    def static_window(window):
+      # A Python int where every layer has the same window (a fused kernel is shaped by it); the
+      # layer's entry of the scanned windows where sliding and full layers mix.
       if not c.sliding_layers:
-        return mask_btt
-      return mask_btt & window_mask(positions_bt, window)
+        return None
+      return c.sliding_window if len(c.sliding_layers) == c.num_layers else window
 
     @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=nnx.Carry,
               transform_metadata={nnx.PARTITION_NAME: sharding.LAYERS})
     def run_layers(x_btd, block: Block, window):
-      return block(x_btd, layer_mask(window), cos_btf, sin_btf)
+      return block(x_btd, segment_ids_bt, positions_bt, static_window(window), cos_btf, sin_btf)
 
     # The head reads S tokens per row, so the last layer computes those rows only (its keys and
     # values still cover every token), and so does the final norm.
@@ -417,8 +429,8 @@ class DecoderRewardModel(nnx.Module):
     first, last = split_last_layer(self.layers)
     if first is not None:
       x_btd = run_layers(x_btd, first, windows[:-1])
-    last_mask = take_rows(layer_mask(windows[-1]), score_index_bs)
-    h_bsd = last(x_btd, last_mask, cos_btf, sin_btf, score_index_bs)
+    h_bsd = last(x_btd, segment_ids_bt, positions_bt, static_window(windows[-1]), cos_btf,
+                 sin_btf, score_index_bs)
     return self.score(self.final_norm(h_bsd))
 
 
@@ -476,13 +488,12 @@ def hf_key_map(config: DecoderConfig) -> _hf.KeyMap:
                        "Qwen2ForSequenceClassification", "Qwen3ForSequenceClassification",
                        "GemmaForSequenceClassification", "Gemma2ForSequenceClassification")
 def load_decoder_reward_model(path: str | os.PathLike[str], *, dtype: jnp.dtype = jnp.float32,
-                              attention_impl: AttentionImpl = "jnp") -> DecoderRewardModel:
+                              attention: str = "xla") -> DecoderRewardModel:
   """Loads a transformers decoder `*ForSequenceClassification` folder (config.json + safetensors,
   single file or sharded with an index) without torch."""
   config = DecoderConfig.from_hf_config(_hf.read_config(path))
   return _hf.load_pretrained(
-      lambda: DecoderRewardModel(config, dtype=dtype, attention_impl=attention_impl,
-                                 rngs=nnx.Rngs(0)),
+      lambda: DecoderRewardModel(config, dtype=dtype, attention=attention, rngs=nnx.Rngs(0)),
       path, hf_key_map(config))
 
 

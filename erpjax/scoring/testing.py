@@ -1,10 +1,12 @@
 """A tiny reward model for engine tests, independent of any model family.
 
-`TinyRewardModel` implements the reward-model interface of HELPERS.md with one attention layer:
-segment-masked (optionally causal) attention, positions restarting per segment, the score read
-at `score_index`. Its parameters carry logical axis names, so sharded runs split them over
-"model". They are drawn with numpy from a seed: jax.random would compile a sampler per parameter
-shape, seconds in every test subprocess.
+`TinyRewardModel` implements the reward-model interface that the scoring engine feeds every model
+family (tokens, segment ids, positions restarting per segment, score indices; see
+`erpjax.models.decoder.DecoderRewardModel.__call__`) with one attention layer: segment-masked,
+optionally causal attention through `erpjax_kernels.attention`, the score read at `score_index`.
+Its parameters carry logical axis names, so sharded runs split them over "model". They are drawn
+with numpy from a seed: jax.random would compile a sampler per parameter shape, seconds in every
+test subprocess.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from erpjax_kernels import attention as attention_kernels
 from flax import nnx
 
 from erpjax import sharding
@@ -29,10 +32,12 @@ class TinyRewardModel(nnx.Module):
 
   def __init__(self, vocab_size: int = 30522, dim: int = 32, num_heads: int = 4, mlp_dim: int = 64,
                max_positions: int = 512, num_labels: int = 1, causal: bool = False, *,
-               seed: int):
+               seed: int, attention: str = "xla"):
+    attention_kernels.check_implementation(attention)
     rng = np.random.default_rng(seed)
     head_dim = dim // num_heads
     self.causal = causal
+    self.implementation = attention
     self.embed_vd = _param(rng, (vocab_size, dim), (sharding.VOCAB, sharding.EMBED), 1.0)
     self.position_pd = _param(rng, (max_positions, dim), (None, sharding.EMBED), 0.5)
     names = (sharding.EMBED, sharding.HEADS, sharding.HEAD_DIM)
@@ -52,16 +57,13 @@ class TinyRewardModel(nnx.Module):
     x_btd = self.embed_vd[...][tokens_bt] + self.position_pd[...][positions_bt]
     if token_types_bt is not None:
       x_btd += self.type_2d[...][token_types_bt]
-    same_btt = segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :]
-    mask_btt = same_btt & (segment_ids_bt[:, None, :] > 0)
-    if self.causal:
-      mask_btt &= jnp.tril(jnp.ones(mask_btt.shape[1:], bool))
     q_btnh = jnp.einsum("BTD,DNH->BTNH", x_btd, self.query_dnh[...])
     k_btnh = jnp.einsum("BTD,DNH->BTNH", x_btd, self.key_dnh[...])
     v_btnh = jnp.einsum("BTD,DNH->BTNH", x_btd, self.value_dnh[...])
-    logits_bntt = jnp.einsum("BTNH,BUNH->BNTU", q_btnh, k_btnh) * q_btnh.shape[-1]**-0.5
-    logits_bntt = jnp.where(mask_btt[:, None], logits_bntt, -1e9)
-    attended_btnh = jnp.einsum("BNTU,BUNH->BTNH", jax.nn.softmax(logits_bntt, -1), v_btnh)
+    attended_btnh = attention_kernels.dot_product_attention(
+        q_btnh, k_btnh, v_btnh, q_segment_ids_bt=segment_ids_bt, kv_segment_ids_bs=segment_ids_bt,
+        q_positions_bt=positions_bt, kv_positions_bs=positions_bt, causal=self.causal,
+        implementation=self.implementation)
     x_btd = x_btd + jnp.einsum("BTNH,NHD->BTD", attended_btnh, self.out_nhd[...])
     x_btd = x_btd + jax.nn.gelu(x_btd @ self.mlp_in_df[...]) @ self.mlp_out_fd[...]
     h_bsd = jnp.take_along_axis(x_btd, score_index_bs[:, :, None], axis=1)
