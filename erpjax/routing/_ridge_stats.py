@@ -22,6 +22,7 @@ algorithm): the centered Gram X^T X - n mean mean^T then cancels little in float
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 
 import jax
@@ -57,6 +58,8 @@ class RidgeFit:
   counts: np.ndarray
 
 
+# One jitted function per mesh, so fits on the same mesh share their compiled steps.
+@functools.cache
 def _chunk_means(mesh: Mesh):
   """Jitted (x [n, D], y [n, M], observed [n, M], valid [n]) -> (sum x, rows, sum y, count)."""
 
@@ -70,6 +73,7 @@ def _chunk_means(mesh: Mesh):
                                out_specs=PartitionSpec()))
 
 
+@functools.cache
 def _chunk_moments(mesh: Mesh):
   """Jitted sums of one chunk's shifted moments, psum'd over "data".
 
