@@ -13,7 +13,8 @@ heads at once (an unobserved target contributes 0). The Gram differs between hea
 different prompts, so Grams are kept per *observation pattern*: heads start in one group and a
 group splits when a chunk observes its heads on different prompts (partition refinement by a
 digest of each head's observed-row mask). All heads observed on all prompts, the common case,
-keep one Gram; M heads with M different patterns keep M.
+keep one Gram; M heads with M different patterns keep M, and each Gram costs one [n, D] x [n, D]
+product per chunk, so those fits cost M times as much.
 
 Features and targets are shifted by the first chunk's means before summing (the "shifted data"
 algorithm): the centered Gram X^T X - n mean mean^T then cancels little in float32.
