@@ -69,8 +69,8 @@ REPLICATED_RULES = _override(SCORING_RULES, {HEADS: None, KV_HEADS: None, MLP: N
 
 # Every large weight (embeddings, attention and MLP kernels) has an "embed" dim; splitting it over
 # "data" shards every weight over all devices together with the "model" split of the other dim.
-# The batch keeps "data" too: a mesh axis shards one dim per array, and no parameter has a batch
-# dim, so the two never meet in one array.
+# The batch keeps "data" too: no parameter has a batch dim, and in an activation [B, T, D] the
+# batch dim claims "data" first (a mesh axis shards one dim per array, see `logical_to_spec`).
 FSDP_RULES = _override(SCORING_RULES, {EMBED: DATA})
 
 RULE_TABLES: dict[str, tuple[tuple[str, str | None], ...]] = {
