@@ -70,6 +70,7 @@ _WORKER = textwrap.dedent("""
     import numpy as np
     from erpjax.runtime import distributed
     info = distributed.initialize(timeout_s=60)  # From ERPJAX_* variables, before any JAX work.
+    assert distributed.initialize().how == "already"  # A second call changes nothing.
     import jax, jax.numpy as jnp
     from erpjax import sharding
     from erpjax.routing._ridge_stats import fit_ridge_streamed

@@ -43,7 +43,7 @@ class ProcessInfo:
 
   process_id: int
   num_processes: int
-  how: str  # "single", "explicit" or "auto:<launcher>"
+  how: str  # "single", "explicit", "auto:<launcher>" or "already" (started before this call)
 
 
 def _launcher(env: Mapping[str, str]) -> str | None:
@@ -77,6 +77,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
   Raises:
     ValueError: an explicit setting that is incomplete or inconsistent.
   """
+  if jax.distributed.is_initialized():  # A second call (e.g. the CLI's, then a library's).
+    return ProcessInfo(jax.process_index(), jax.process_count(), "already")
   env = os.environ if env is None else env
   coordinator = coordinator or env.get(ENV_COORDINATOR)
   if num_processes is None and env.get(ENV_NUM_PROCESSES):
