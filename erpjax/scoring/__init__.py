@@ -1,27 +1,19 @@
-"""Reward-model scoring: (id, prompt, response) items -> scores in resumable Parquet shards."""
+"""Reward-model scoring: (id, prompt, response) items -> scores in resumable Parquet shards.
 
-# The engine.
-from erpjax.scoring._engine import (
-    ScoreItem,
-    ScoringConfig,
-    ScoringEngine,
-    ScoringSummary,
-)
+Names are imported on first use (`erpjax._lazy`): `from erpjax.scoring import ScoringConfig`
+does not load transformers or the model families.
+"""
 
-# Input layouts of reward models.
-from erpjax.scoring._format import (
-    FORMATTER_KEY,
-    ChatTemplateFormatter,
-    DialogueFormatter,
-    Formatter,
-    TextPairFormatter,
-    Tokenized,
-    dialogue,
-    formatter_for,
-)
+from erpjax._lazy import lazy_exports
 
-# Score folders.
-from erpjax.scoring._shards import ScoreFolderError, Scores, read_scores
-
-# Routing datasets.
-from erpjax.scoring._dataset import score_dataset
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    # The engine.
+    "_engine": ("ScoreItem", "ScoringConfig", "ScoringEngine", "ScoringSummary"),
+    # Input layouts of reward models.
+    "_format": ("FORMATTER_KEY", "ChatTemplateFormatter", "DialogueFormatter", "Formatter",
+                "TextPairFormatter", "Tokenized", "dialogue", "formatter_for"),
+    # Score folders.
+    "_shards": ("ScoreFolderError", "Scores", "read_scores"),
+    # Routing datasets.
+    "_dataset": ("score_dataset",),
+})
