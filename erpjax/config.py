@@ -25,8 +25,9 @@ from typing import Any
 
 import yaml
 
+from erpjax.dtypes import Dtype, check_dtype
+
 DATA_SOURCES = ("routerbench", "llmrouter", "folder", "synthetic")
-DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,12 +86,11 @@ class EncoderConfig:
   path: str | None = None
   max_length: int = 256
   batch_size: int = 64
-  dtype: str = "float32"
+  dtype: Dtype = "float32"
   cache: bool = True
 
   def __post_init__(self):
-    if self.dtype not in DTYPES:
-      raise ValueError(f"encoder.dtype must be one of {DTYPES}, got {self.dtype!r}")
+    check_dtype(self.dtype, "encoder.dtype")
     if self.max_length < 2 or self.batch_size < 1:
       raise ValueError("encoder.max_length must be >= 2 and encoder.batch_size >= 1")
 

@@ -22,9 +22,9 @@ from erpjax_kernels import attention as attention_kernels
 from flax import nnx
 
 from erpjax import sharding as sh
+from erpjax.dtypes import Dtype, check_dtype
 from erpjax.models import _hf, _layers
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +52,7 @@ class BertConfig:
   type_vocab_size: int = 2
   position_offset: int = 0
   layer_norm_eps: float = 1e-12
-  dtype: str = "float32"
+  dtype: Dtype = "float32"
   attention: str = "xla"
 
   def __post_init__(self):
@@ -68,8 +68,7 @@ class BertConfig:
                        f"{self.num_heads}")
     if not self.layer_norm_eps > 0:
       raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
-    if self.dtype not in _DTYPES:
-      raise ValueError(f"dtype {self.dtype!r} unsupported; known: {sorted(_DTYPES)}")
+    check_dtype(self.dtype, "BertConfig.dtype")
     attention_kernels.check_implementation(self.attention)
 
   @property
@@ -78,7 +77,7 @@ class BertConfig:
 
   @property
   def compute_dtype(self) -> jnp.dtype:
-    return _DTYPES[self.dtype]
+    return jnp.dtype(self.dtype)
 
   @classmethod
   def from_hf_config(cls, hf: dict[str, Any], **overrides: Any) -> "BertConfig":

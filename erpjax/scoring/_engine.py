@@ -15,7 +15,7 @@ import os
 import pathlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,13 +25,13 @@ from jax.sharding import Mesh
 
 import erpjax.models  # noqa: F401  # Its __init__ registers the model families.
 from erpjax import sharding
+from erpjax.dtypes import Dtype, check_dtype
 from erpjax.models._hf import read_config
 from erpjax.models._registry import load_reward_model
 from erpjax.runtime import Batch, Buckets, Runner, ScoreToken, pack
 from erpjax.scoring._format import Formatter, formatter_for
 from erpjax.scoring._shards import ScoreFolderError, ShardStore, checkpoint_digest
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # HF model types that score at the first token ([CLS]); every other family is read as a decoder,
 # scored at its last token as transformers' *ForSequenceClassification does.
 _ENCODER_MODEL_TYPES = frozenset(
@@ -74,7 +74,7 @@ class ScoringConfig:
   max_segments: int = 16
   window: int = 4096
   prefetch: int = 4
-  dtype: Literal["float32", "bfloat16"] = "float32"
+  dtype: Dtype = "float32"
   model_parallel: int = 1
   progress: bool = True
   dedupe: bool = True
@@ -86,8 +86,7 @@ class ScoringConfig:
     for name in ("window", "prefetch", "model_parallel"):
       if getattr(self, name) < 1:
         raise ValueError(f"ScoringConfig.{name} must be >= 1, got {getattr(self, name)}")
-    if self.dtype not in DTYPES:
-      raise ValueError(f"ScoringConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+    check_dtype(self.dtype, "ScoringConfig.dtype")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +158,7 @@ class ScoringEngine:
     # Text-pair token types go to models that take them (BERT-like encoders), not to decoders.
     self.uses_token_types = "token_types_bt" in inspect.signature(model.__call__).parameters
     graphdef, state = nnx.split(model)
-    dtype = DTYPES[config.dtype]
+    dtype = jnp.dtype(config.dtype)
     state = jax.tree.map(
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype
         else x, state)
@@ -198,7 +197,7 @@ class ScoringEngine:
       raise ValueError(f"{path}: bucket length {max(config.lengths)} exceeds the model's "
                        f"{limit - _POSITION_OFFSET.get(model_type, 0)} positions")
     digest = checkpoint_digest(path)  # Before loading: the key is of the weights that are read.
-    model = load_reward_model(path, dtype=DTYPES[config.dtype])
+    model = load_reward_model(path, dtype=jnp.dtype(config.dtype))
     engine = cls(
         model,
         formatter_for(path) if formatter is None else formatter,
