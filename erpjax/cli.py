@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from erpjax.dtypes import DTYPES
+
 log = logging.getLogger("erpjax")
 
 
@@ -287,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max-length", type=int, default=512,
                  help="tokens per (prompt, response), the longest bucket; longer pairs are "
                  "truncated as the model's formatter does")
-  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--dtype", default="float32", choices=DTYPES)
   p.add_argument("--no-dedupe", action="store_true",
                  help="run identical (prompt, response) pairs through the model each time")
   p.set_defaults(func=cmd_score)
@@ -302,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
   p = add("embed", help="embed prompts to Parquet")
   p.add_argument("input", help="dataset folder, prompts .jsonl/.parquet, or .txt (one per line)")
   p.add_argument("--output", "-o", required=True)
-  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--dtype", default="float32", choices=DTYPES)
   _encoder_args(p)
   p.set_defaults(func=cmd_embed)
 
