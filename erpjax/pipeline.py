@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from erpjax import paths
 from erpjax.config import DataConfig, EncoderConfig, RunConfig
 from erpjax.data import RoutingDataset
 from erpjax.estimate import estimate_expected_rewards, mean_call_costs
-from erpjax.routing import ERPRouter, fit_router
+from erpjax.routing import ERPRouter
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +44,35 @@ def load_splits(config: DataConfig) -> tuple[RoutingDataset, dict[str, RoutingDa
 
 
 def score_splits(
-    config: RunConfig, train: RoutingDataset, test: RoutingDataset
-) -> tuple[RoutingDataset, RoutingDataset]:
-  """Both splits with `config.rewards`'s reward model's scores of every response added.
+    config: RunConfig, train: RoutingDataset, tests: dict[str, RoutingDataset]
+) -> tuple[RoutingDataset, dict[str, RoutingDataset]]:
+  """The train split and every test split with `config.rewards`'s reward model's scores added.
 
-  Scores go to `<output_dir>/scores/{train,test}`: a killed job resumes where it stopped.
+  Scores go to `<output_dir>/scores/<split name>` (train: "train"): a killed job resumes where it
+  stopped.
   """
   from erpjax.scoring import ScoringConfig, ScoringEngine, score_dataset
 
   rewards = config.rewards
   engine = ScoringEngine.from_pretrained(rewards.model, ScoringConfig(**rewards.scoring))
   folder = pathlib.Path(config.output_dir) / "scores"
-  scored = []
-  for split_name, split in (("train", train), ("test", test)):
+  scored = {}
+  for split_name, split in (("train", train), *tests.items()):
     dataset, summary = score_dataset(split, engine, folder / split_name, name=rewards.name)
     log.info("scored %s: %s", split_name, summary)
-    scored.append(dataset)
-  return scored[0], scored[1]
+    scored[split_name] = dataset
+  train = scored.pop("train")
+  return train, scored
 
 
 def load_encoder(config: EncoderConfig):
   """The prompt encoder `config` describes (default: the offline all-MiniLM-L6-v2)."""
+  if config.kind == "decoder":
+    from erpjax.encode import DecoderFeaturizer
+
+    return DecoderFeaturizer.from_pretrained(
+        config.path, layers=config.layers, pooling=config.pooling,
+        max_length=config.max_length, dtype=config.dtype)
   from erpjax.encode import PromptEncoder
 
   return PromptEncoder.from_pretrained(
@@ -108,16 +117,27 @@ def complete_prompts(
 
 @dataclasses.dataclass(frozen=True)
 class FittedERP:
-  """What the fit stage produces and later stages read.
+  """What the fit stage produces and later stages read (one per test split).
 
   Attributes:
-    router: the fitted router.
+    router: the fitted router (the chosen candidate's, with its safe-rule margins).
     train, test: the splits (test restricted to prompts with a reward for every LLM).
     train_embeddings, test_embeddings: [N, D] prompt embeddings.
-    train_rewards: [N_train, M] estimated expected rewards the heads were fit on (NaN: no samples).
+    train_rewards: [N_train, M] estimated expected rewards the router was fit on (NaN: no samples).
     test_rewards: [N_test, M] observed expected rewards (the mean of the test samples).
-    test_predicted: [N_test, M] the router's predictions.
+    test_predicted: [N_test, M] the router's predicted expected rewards.
     test_call_costs: [N_test, M] observed cost per call (NaN where unknown).
+    test_utilities: [N_test, M] what the router routes on at cost weight 0: test_predicted less
+      its per-LLM safe-rule margins (None -> test_predicted). At cost weights > 0 it routes on
+      test_predicted (`ERPRouter.utilities`).
+    candidates: {candidate name: [N_test, M] its predicted rewards}, every candidate of the
+      predictor selection refit on the whole training split (the chosen one included).
+    candidate_utilities: {candidate name: [N_test, M] what it would route on at cost weight 0
+      (its own margins); above 0 it routes on its `candidates` entry.
+    chosen: the chosen candidate's name (None without a selection).
+    cv_table: one `erpjax.routing.CVRow` per candidate (out-of-fold on the training split).
+    fit_seconds: wall time of the fit stage (cross-validation and refits included);
+      cv_seconds: of the cross-validation alone.
   """
 
   router: ERPRouter
@@ -129,50 +149,112 @@ class FittedERP:
   test_rewards: np.ndarray
   test_predicted: np.ndarray
   test_call_costs: np.ndarray
+  test_utilities: np.ndarray | None = None
+  candidates: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  candidate_utilities: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  chosen: str | None = None
+  cv_table: tuple = ()
+  fit_seconds: float = 0.0
+  cv_seconds: float = 0.0
+
+  def __post_init__(self):
+    if self.test_utilities is None:
+      object.__setattr__(self, "test_utilities", np.asarray(self.test_predicted, np.float64))
+
+
+def fit_predictor(config: RunConfig, embeddings: np.ndarray, rewards: np.ndarray,
+                  costs: np.ndarray, *, llms: tuple[str, ...], encoder: str, reward_model: str):
+  """The router `config.predictor` asks for, fit on the training split only.
+
+  Args:
+    embeddings: [N, D] training prompt embeddings; rewards: [N, M] their expected rewards (NaN:
+      no samples); costs: [M] routing costs.
+
+  Returns:
+    (router, `erpjax.routing.Selection` or None when one predictor is fit without the safe rule).
+  """
+  from erpjax import routing
+
+  p = config.predictor
+  if p.kind == "auto":
+    candidates = routing.default_candidates()
+  else:
+    raw = {"kind": p.kind, **p.options}
+    if p.kind == "ridge":
+      raw["beta"] = p.beta
+    try:
+      candidates = {p.kind: routing.predictor_from_spec(raw)}
+    except (TypeError, ValueError) as error:
+      raise ValueError(f"predictor.options: {error}") from error
+  common = dict(llms=llms, encoder=encoder, reward_model=reward_model, standardize=p.standardize)
+  if p.kind != "auto" and not p.safe:
+    return routing.fit_router(embeddings, rewards, costs, predictor=candidates[p.kind],
+                              **common), None
+  return routing.fit_selected_router(
+      embeddings, rewards, costs, candidates=candidates, folds=p.cv_folds, seed=p.seed,
+      safe=p.safe, alpha=p.alpha, num_cost_weights=config.routing.num_cost_weights, **common)
+
+
+def fit_and_predict_splits(config: RunConfig, *, encoder=None,
+                           progress: bool = True) -> dict[str, FittedERP]:
+  """Loads the splits, embeds their prompts, estimates expected rewards, fits ONCE on the train
+  split and predicts every test split `config.data` names.
+
+  Returns:
+    {test split name: FittedERP}; the router and train fields are shared.
+  """
+  train, tests = load_splits(config.data)
+  if config.rewards is not None:
+    train, tests = score_splits(config, train, tests)
+  # The one place data notes are logged (the loaders record them; the report lists them).
+  for note in dict.fromkeys(train.notes + tuple(n for t in tests.values() for n in t.notes)):
+    log.info("data: %s", note)
+  rm = reward_model_index(train, config.predictor.reward_model)
+  encoder = encoder if encoder is not None else load_encoder(config.encoder)
+  train_embeddings = embed(encoder, train.prompts, config.encoder, progress=progress)
+  train_rewards = estimate_expected_rewards(train).of(rm)
+  start = time.perf_counter()
+  router, selection = fit_predictor(config, train_embeddings, train_rewards, train.costs,
+                                    llms=train.llms, encoder=encoder.identifier,
+                                    reward_model=train.reward_models[rm])
+  fit_seconds = time.perf_counter() - start
+  fits = {}
+  for name, test in tests.items():
+    if test.llms != train.llms:
+      test = test.select_llms(train.llms)
+    test_rm = reward_model_index(test, train.reward_models[rm])
+    test_rewards = estimate_expected_rewards(test).of(test_rm)
+    test, test_rewards = complete_prompts(test, test_rewards)
+    test_embeddings = embed(encoder, test.prompts, config.encoder, progress=progress)
+    routers = selection.routers if selection is not None else {}
+    fits[name] = FittedERP(
+        router=router,
+        train=train,
+        test=test,
+        train_embeddings=train_embeddings,
+        test_embeddings=test_embeddings,
+        train_rewards=train_rewards,
+        test_rewards=test_rewards,
+        test_predicted=np.asarray(router.predict(test_embeddings)),
+        test_call_costs=mean_call_costs(test),
+        test_utilities=router.utilities(test_embeddings),
+        candidates={k: np.asarray(r.predict(test_embeddings)) for k, r in routers.items()},
+        candidate_utilities={k: r.utilities(test_embeddings) for k, r in routers.items()},
+        chosen=selection.chosen if selection is not None else None,
+        cv_table=selection.table if selection is not None else (),
+        fit_seconds=fit_seconds,
+        cv_seconds=selection.cv_seconds if selection is not None else 0.0,
+    )
+  return fits
 
 
 def fit_and_predict(config: RunConfig, *, encoder=None, progress: bool = True) -> FittedERP:
-  """Loads the splits, embeds their prompts, estimates expected rewards, fits and predicts."""
-  train, tests = load_splits(config.data)
-  if len(tests) != 1:
-    raise ValueError(f"fit_and_predict takes one test split, data.test names {list(tests)}")
-  (test,) = tests.values()
-  if config.rewards is not None:
-    train, test = score_splits(config, train, test)
-  # The one place data notes are logged (the loaders record them; the report lists them).
-  for note in train.notes + test.notes:
-    log.info("data: %s", note)
-  rm = reward_model_index(train, config.predictor.reward_model)
-  if test.llms != train.llms:
-    test = test.select_llms(train.llms)
-  test_rm = reward_model_index(test, train.reward_models[rm])
-  test_rewards = estimate_expected_rewards(test).of(test_rm)
-  test, test_rewards = complete_prompts(test, test_rewards)
-  encoder = encoder if encoder is not None else load_encoder(config.encoder)
-  train_embeddings = embed(encoder, train.prompts, config.encoder, progress=progress)
-  test_embeddings = embed(encoder, test.prompts, config.encoder, progress=progress)
-  train_rewards = estimate_expected_rewards(train).of(rm)
-  router = fit_router(
-      train_embeddings,
-      train_rewards,
-      train.costs,
-      llms=train.llms,
-      encoder=encoder.identifier,
-      reward_model=train.reward_models[rm],
-      beta=config.predictor.beta,
-      standardize=config.predictor.standardize,
-  )
-  return FittedERP(
-      router=router,
-      train=train,
-      test=test,
-      train_embeddings=train_embeddings,
-      test_embeddings=test_embeddings,
-      train_rewards=train_rewards,
-      test_rewards=test_rewards,
-      test_predicted=np.asarray(router.predict(test_embeddings)),
-      test_call_costs=mean_call_costs(test),
-  )
+  """`fit_and_predict_splits` for a config that names one test split."""
+  if len(config.data.test_splits) != 1:
+    raise ValueError(f"fit_and_predict takes one test split, data.test names "
+                     f"{list(config.data.test_splits)}: use fit_and_predict_splits")
+  (fit,) = fit_and_predict_splits(config, encoder=encoder, progress=progress).values()
+  return fit
 
 
 # The report stage: `erpjax run` reports ERP beside the baselines, `erpjax evaluate` adds the peers;
@@ -237,15 +319,22 @@ def best_single_llm(fit: FittedERP) -> str:
 def report(fit: FittedERP, out_dir: str | pathlib.Path, *, peer_utilities=None,
            num_cost_weights: int = 50, budget: float | None = None, seed: int = 0) -> dict:
   """Writes the report of one test split to `out_dir` (erpjax.eval.report.write_report):
-  ERP (chosen), the oracle, the single LLMs (the best one chosen on train), ERP at `budget`, and
-  with `peer_utilities` ({name: [N_test, M]}, see `peer_test_utilities`) the peers and a random
-  permutation of ERP's choices. Returns the metrics written to metrics.json."""
+  ERP (chosen; routed on `fit.test_utilities`, its R² from `fit.test_predicted`), every candidate
+  predictor of the selection ("candidate <name>") and the selection's CV table, the oracle, the
+  single LLMs (the best one chosen on train), ERP at `budget`, and with `peer_utilities`
+  ({name: [N_test, M]}, see `peer_test_utilities`) the peers and a random permutation of ERP's
+  choices. Returns the metrics written to metrics.json."""
   from erpjax.eval.report import EvalSet, write_report
 
   peer_utilities = dict(peer_utilities or {})
-  utilities = {ERP: fit.test_predicted, **peer_utilities}
-  predictions = {ERP: fit.test_predicted}
+  candidates = {f"candidate {name}": name for name in fit.candidates}
+  utilities = {ERP: fit.test_utilities, **peer_utilities,
+               **{c: fit.candidate_utilities[name] for c, name in candidates.items()}}
+  predictions = {ERP: fit.test_predicted,
+                 **{c: fit.candidates[name] for c, name in candidates.items()}}
   predictions.update({n: u for n, u in peer_utilities.items() if n in REWARD_PREDICTING_PEERS})
+  selection = [{**dataclasses.asdict(row), "chosen": "yes" if row.name == fit.chosen else ""}
+               for row in fit.cv_table]
   call_costs = fit.test_call_costs if np.isfinite(fit.test_call_costs).all() else None
   data = EvalSet(fit.test_rewards, fit.test.costs, call_costs=call_costs,
                  categories=_categories(fit.test.categories), llm_names=fit.test.llms,
@@ -254,7 +343,7 @@ def report(fit: FittedERP, out_dir: str | pathlib.Path, *, peer_utilities=None,
                  notes=tuple(dict.fromkeys(fit.train.notes + fit.test.notes)))
   return write_report(
       out_dir, utilities, data, num_cost_weights=num_cost_weights, chosen=ERP,
-      predictions=predictions,
+      predictions=predictions, candidates=list(candidates), selection=selection,
       label_free_peers=[n for n in peer_utilities if n in LABEL_FREE_PEERS],
       best_single_llm=best_single_llm(fit), budget=budget,
       permuted=ERP if peer_utilities else None, seed=seed)
@@ -263,7 +352,7 @@ def report(fit: FittedERP, out_dir: str | pathlib.Path, *, peer_utilities=None,
 def write_predictions(fit: FittedERP, path: str | pathlib.Path) -> pathlib.Path:
   """Writes the test split's predictions to Parquet: prompt_id, category, `<llm>|predicted` and
   `<llm>|observed` for each LLM, and `routed_cost_weight_0` (the LLM ERP routes each prompt to at
-  λ = 0)."""
+  λ = 0, on its utilities)."""
   import pyarrow as pa
   import pyarrow.parquet as pq
 
@@ -275,7 +364,7 @@ def write_predictions(fit: FittedERP, path: str | pathlib.Path) -> pathlib.Path:
     columns[f"{llm}|predicted"] = fit.test_predicted[:, j]
     columns[f"{llm}|observed"] = fit.test_rewards[:, j]
   columns["routed_cost_weight_0"] = [fit.test.llms[i] for i in
-                               np.asarray(route(fit.test_predicted, fit.test.costs, 0.0))]
+                                     np.asarray(route(fit.test_utilities, fit.test.costs, 0.0))]
   return atomic_write(path, lambda p: pq.write_table(pa.table(columns), p))
 
 

@@ -67,7 +67,11 @@ def test_shipped_train_rm_config_packs_its_first_batch():
 
 def test_defaults_follow_the_paper():
   config = RunConfig.from_dict({"data": {"source": "synthetic"}})
-  assert config.predictor.beta == 1.0
+  # Issue 10: the default predictor is chosen by CV on train; the paper's is `kind: ridge, beta: 1`.
+  assert config.predictor.kind == "auto" and config.predictor.safe
+  paper = RunConfig.from_dict({"data": {"source": "synthetic"},
+                               "predictor": {"kind": "ridge", "beta": 1.0}})
+  assert paper.predictor.beta == 1.0
   assert config.encoder.path is None and config.encoder.dtype == "float32"
 
 

@@ -320,3 +320,69 @@ def test_route_breaks_exact_ties_toward_the_cheaper_llm():
   utilities = np.array([[0.5, 0.5, 0.5], [1.0, 0.0, 1.0]])
   np.testing.assert_array_equal(route(utilities, [3.0, 1.0, 2.0], 0.0), [1, 2])
   np.testing.assert_array_equal(route(utilities, [1.0, 1.0, 1.0], 0.0), [0, 0])
+
+
+def test_margins_act_at_cost_weight_zero_only():
+  router = fit_router(X, Y, COSTS, llms=("a", "b", "c"), encoder="enc", reward_model="rm",
+                      predictor=KNN(k=10), margins=np.array([0.0, 5.0, 5.0]), default_llm=0)
+  pred = np.asarray(router.predict(X_TEST), np.float64)
+  assert np.all(router(X_TEST, 0.0) == 0)  # no predicted advantage exceeds a margin of 5
+  np.testing.assert_array_equal(router(X_TEST, 1e-3), route(pred, COSTS, 1e-3))
+  np.testing.assert_array_equal(router.utilities(X_TEST, 0.0), pred - [0.0, 5.0, 5.0])
+  # The budget search routes as the router does: margins at 0, predictions above.
+  budget = 2.0
+  weight = cost_weight_for_budget(pred, COSTS, budget, at_zero=router.utilities(X_TEST, 0.0))
+  assert COSTS[router(X_TEST, weight)].mean() <= budget
+
+
+class _TrigramEncoder:
+  """A deterministic stand-in for MiniLM: hashed character trigrams, L2-normalised [N, 64]."""
+
+  identifier = "test-trigram-64"
+
+  def encode(self, texts, batch_size=None, *, progress=True):
+    import hashlib
+
+    out = np.zeros((len(texts), 64), np.float32)
+    for row, text in enumerate(texts):
+      for i in range(len(text) - 2):
+        out[row, hashlib.blake2b(text[i:i + 3].encode(), digest_size=2).digest()[0] % 64] += 1
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def test_predictor_choice_never_reads_the_test_split(monkeypatch):
+  import dataclasses
+
+  from erpjax import pipeline
+  from erpjax.config import RunConfig
+
+  config = RunConfig.from_dict({
+      "data": {"source": "synthetic",
+               "options": {"num_train": 100, "num_test": 40, "samples_per_prompt": 2}},
+      "encoder": {"cache": False}, "predictor": {"cv_folds": 2},
+      "routing": {"num_cost_weights": 10}})
+  clean = pipeline.fit_and_predict(config, encoder=_TrigramEncoder(), progress=False)
+  real_load_splits = pipeline.load_splits
+
+  def poisoned_load_splits(data_config):
+    # Test rewards shuffled and negated: any read of them during selection would move its scores.
+    train, tests = real_load_splits(data_config)
+    rng = np.random.default_rng(0)
+
+    def poison(test):
+      reward = -rng.permutation(test.samples.reward) * 10
+      return dataclasses.replace(test, samples=dataclasses.replace(test.samples, reward=reward))
+
+    return train, {name: poison(test) for name, test in tests.items()}
+
+  monkeypatch.setattr(pipeline, "load_splits", poisoned_load_splits)
+  dirty = pipeline.fit_and_predict(config, encoder=_TrigramEncoder(), progress=False)
+  assert not np.allclose(dirty.test_rewards, clean.test_rewards)  # the poison reached the test
+  assert dirty.chosen == clean.chosen and len(clean.cv_table) == 7
+
+  def scores(table):
+    return [(r.name, r.reward0, r.raw_reward0, r.aiq, r.score) for r in table]
+
+  assert scores(dirty.cv_table) == scores(clean.cv_table)
+  np.testing.assert_array_equal(dirty.test_predicted, clean.test_predicted)
+  assert set(clean.candidates) == {row.name for row in clean.cv_table}

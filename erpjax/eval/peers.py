@@ -15,9 +15,9 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from erpjax.routing import KNN
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -168,50 +168,25 @@ class CategoryBest:
     return np.stack([table.get(c, self.overall) for c in test.categories.tolist()])
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-  norm = np.linalg.norm(x, axis=1, keepdims=True)
-  return x / np.maximum(norm, 1e-12)
-
-
-@functools.partial(jax.jit, static_argnames=("k", "batch_size"))
-def _knn_mean_reward(test_qd, train_nd, rewards_nm, *, k: int, batch_size: int):
-  """Mean reward `[Q, M]` of each test row's k most cosine-similar train rows (unit rows in)."""
-
-  def one(q_d):
-    sims_n = jnp.einsum("nd,d->n", train_nd, q_d)
-    _, idx_k = jax.lax.top_k(sims_n, k)
-    return rewards_nm[idx_k].mean(axis=0)
-
-  # lax.map in batches bounds memory at batch_size x N similarities.
-  return jax.lax.map(one, test_qd, batch_size=batch_size)
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class KNNRouter:
-  """Mean reward of the k nearest train prompts by cosine similarity of embeddings."""
+  """Mean reward of the k nearest train prompts by cosine similarity of embeddings: the router's
+  own `erpjax.routing.KNN` predictor at a fixed k."""
 
   k: int = 10
-  batch_size: int = 256
   name: str = "knn"
-  train_nd: np.ndarray | None = dataclasses.field(default=None, repr=False)
-  rewards_nm: np.ndarray | None = dataclasses.field(default=None, repr=False)
+  state: Mapping[str, np.ndarray] | None = dataclasses.field(default=None, repr=False)
 
   def __post_init__(self):
-    if self.k < 1 or self.batch_size < 1:
-      raise ValueError(
-          f"need k >= 1 and batch_size >= 1, got k={self.k}, batch_size={self.batch_size}")
+    KNN(k=self.k)  # validates k
 
   def fit(self, train: RouterData) -> "KNNRouter":
-    rewards = train.labeled_rewards()
-    return dataclasses.replace(self, train_nd=_unit_rows(train.embeddings),
-                               rewards_nm=rewards.astype(np.float32))
+    return dataclasses.replace(self, state=KNN(k=self.k).fit(train.embeddings,
+                                                             train.labeled_rewards()))
 
   def utilities(self, test: RouterData) -> np.ndarray:
-    train_nd = _require_fitted(self.train_nd, self.name)
-    k = min(self.k, train_nd.shape[0])
-    out = _knn_mean_reward(_unit_rows(test.embeddings), train_nd, self.rewards_nm,
-                           k=k, batch_size=self.batch_size)
-    return np.asarray(out, dtype=np.float64)
+    state = _require_fitted(self.state, self.name)
+    return np.asarray(KNN(k=self.k).predict(state, test.embeddings), dtype=np.float64)
 
 
 def peer_utilities(routers: Sequence[PeerRouter], train: RouterData,

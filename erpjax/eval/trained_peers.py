@@ -1,13 +1,12 @@
 """Peer routers trained with optax on prompt embeddings: Zooter, RouteLLM's matrix factorisation,
 and an MLP regression head.
 
-All three train full batch with AdamW for a fixed number of steps inside one jitted `lax.scan`, so a
-fit compiles once and is deterministic for a seed. They follow `erpjax.eval.peers.PeerRouter`.
+All three train full batch with AdamW through `erpjax.routing._mlp` (one jitted `lax.scan`, so a
+fit compiles once and is deterministic for a seed), and the MLP peer is the router's own
+`erpjax.routing.MLPPredictor`. They follow `erpjax.eval.peers.PeerRouter`.
 """
 
 import dataclasses
-import functools
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -16,32 +15,11 @@ import optax
 from flax import nnx
 
 from erpjax.eval.peers import RouterData
+from erpjax.routing import MLPPredictor
+from erpjax.routing._mlp import MLP, TrainConfig, masked_mse, train_full_batch
 
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """Full-batch AdamW settings shared by the trained peers."""
-
-  steps: int = 300
-  learning_rate: float = 3e-3
-  weight_decay: float = 1e-4
-  seed: int = 0
-
-  def __post_init__(self):
-    if self.steps < 1 or not self.learning_rate > 0 or self.weight_decay < 0:
-      raise ValueError(f"invalid TrainConfig: {self}")
-
-
-class MLP(nnx.Module):
-  """`[N, D] -> [N, M]`: one GELU hidden layer of `hidden` units, or linear if `hidden == 0`."""
-
-  def __init__(self, din: int, hidden: int, dout: int, *, rngs: nnx.Rngs):
-    self.hidden = nnx.Linear(din, hidden, rngs=rngs) if hidden else None
-    self.out = nnx.Linear(hidden or din, dout, rngs=rngs)
-
-  def __call__(self, x_nd: jax.Array) -> jax.Array:
-    h = jax.nn.gelu(self.hidden(x_nd)) if self.hidden is not None else x_nd
-    return self.out(h)
+__all__ = ["MLP", "MLPRouter", "MatrixFactorization", "MatrixFactorizationRouter", "TrainConfig",
+           "Zooter"]
 
 
 class MatrixFactorization(nnx.Module):
@@ -64,42 +42,6 @@ class MatrixFactorization(nnx.Module):
     llm_mk = llm_mk / jnp.linalg.norm(llm_mk, axis=1, keepdims=True)
     prompt_nk = self.proj(x_nd)
     return jnp.einsum("nk,mk,k->nm", prompt_nk, llm_mk, self.w2_k[...]) + self.bias_m[...]
-
-
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def train_full_batch(model: nnx.Module, loss_fn: LossFn, x_nd, target_nm,
-                     config: TrainConfig) -> tuple[nnx.Module, np.ndarray]:
-  """Minimise `loss_fn(model(x), target)` with full-batch AdamW for `config.steps` steps.
-
-  Returns:
-    The trained model (a new object) and the loss before each step, `[steps]`.
-  """
-  graphdef, params = nnx.split(model)
-  params, losses = _run_adamw(params, jnp.asarray(x_nd, jnp.float32),
-                              jnp.asarray(target_nm, jnp.float32),
-                              graphdef=graphdef, loss_fn=loss_fn, config=config)
-  return nnx.merge(graphdef, params), np.asarray(losses)
-
-
-# Static arguments are hashable (the graph definition, a module-level loss, a frozen config), so
-# refits of the same model on same-shaped data reuse the compiled loop.
-@functools.partial(jax.jit, static_argnames=("graphdef", "loss_fn", "config"))
-def _run_adamw(params, x_nd, target_nm, *, graphdef, loss_fn: LossFn, config: TrainConfig):
-  tx = optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
-
-  def loss(params):
-    return loss_fn(nnx.merge(graphdef, params)(x_nd), target_nm)
-
-  def step(carry, _):
-    params, opt_state = carry
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), value
-
-  (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), length=config.steps)
-  return params, losses
 
 
 @nnx.jit
@@ -159,10 +101,6 @@ def _bce(logits_nm, target_nm):
   return jnp.mean(optax.sigmoid_binary_cross_entropy(logits_nm, target_nm))
 
 
-def _mse(pred_nm, target_nm):
-  return jnp.mean((pred_nm - target_nm) ** 2)
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class MatrixFactorizationRouter:
   """`MatrixFactorization` fit to every train (prompt, LLM) reward.
@@ -192,7 +130,7 @@ class MatrixFactorizationRouter:
     loss = self.loss if self.loss != "auto" else ("bce" if in_unit else "mse")
     model = MatrixFactorization(train.embeddings.shape[1], self.dim, train.num_llms,
                                 rngs=nnx.Rngs(self.training.seed))
-    model, losses = train_full_batch(model, _bce if loss == "bce" else _mse, train.embeddings,
+    model, losses = train_full_batch(model, _bce if loss == "bce" else masked_mse, train.embeddings,
                                      rewards, self.training)
     return dataclasses.replace(self, model=model, fitted_loss=loss, losses=losses)
 
@@ -204,24 +142,27 @@ class MatrixFactorizationRouter:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class MLPRouter:
-  """An `MLP` regressing the train rewards `[N, M]` with MSE; utilities are its predictions."""
+  """The router's `MLPPredictor` regressing the train rewards `[N, M]` with MSE; utilities are its
+  predictions."""
 
   hidden: int = 128
   training: TrainConfig = TrainConfig()
   name: str = "mlp"
-  model: nnx.Module | None = dataclasses.field(default=None, repr=False)
+  state: dict | None = dataclasses.field(default=None, repr=False)
   losses: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
   def __post_init__(self):
-    if self.hidden < 0:
-      raise ValueError(f"need hidden >= 0, got {self.hidden}")
+    self._predictor()  # validates hidden
+
+  def _predictor(self) -> MLPPredictor:
+    t = self.training
+    return MLPPredictor(self.hidden, t.steps, t.learning_rate, t.weight_decay, t.seed)
 
   def fit(self, train: RouterData) -> "MLPRouter":
-    model = MLP(train.embeddings.shape[1], self.hidden, train.num_llms,
-                rngs=nnx.Rngs(self.training.seed))
-    model, losses = train_full_batch(model, _mse, train.embeddings, train.labeled_rewards(),
-                                     self.training)
-    return dataclasses.replace(self, model=model, losses=losses)
+    state, losses = self._predictor().train(train.embeddings, train.labeled_rewards())
+    return dataclasses.replace(self, state=state, losses=losses)
 
   def utilities(self, test: RouterData) -> np.ndarray:
-    return np.asarray(_forward(self.model, self.name, test), dtype=np.float64)
+    if self.state is None:
+      raise ValueError(f"router {self.name!r} is not fitted: call fit(train) first")
+    return np.asarray(self._predictor().predict(self.state, test.embeddings), dtype=np.float64)

@@ -11,6 +11,7 @@ from erpjax.routing._predictors import (
     Shrunk,
     SoftCluster,
 )
+from erpjax.routing._predictors import from_spec as predictor_from_spec
 from erpjax.routing._ridge import fit_ridge, fit_ridge_heads, loo_errors, ridge_path
 from erpjax.routing._router import ERPRouter, RouterSpec, add_llm, fit_router, route
 from erpjax.routing._safe import calibrate_margins

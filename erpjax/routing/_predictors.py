@@ -146,39 +146,53 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-@functools.partial(jax.jit, static_argnames=("top",))
-def _knn_means(query_bd, points_nd, values_nm, observed_nm, k_m, exclude_b, *, top: int):
-  """[B, M] mean of each LLM's values over the query's k_m most cosine-similar observed points.
+@functools.partial(jax.jit, static_argnames=("top", "shared"))
+def _knn_means(query_bd, points_nd, values_nm, observed_nm, ks_km, exclude_b, *, top: int,
+               shared: bool):
+  """[K, B, M] mean of each LLM's values over the query's k most cosine-similar observed points,
+  for each row of k values `ks_km` [K, M].
 
-  Each LLM ranks only the points where it is observed; `exclude_b` (an index, or -1) removes one
-  point per query (leave-one-out on the training points). `top` >= max k, static.
+  Each LLM ranks only the points where it is observed (`shared`: every LLM is observed on every
+  point, so one ranking serves all). `exclude_b` (an index, or -1) removes one point per query
+  (leave-one-out on the training points). `top` >= every k, static.
   """
   sims_bn = query_bd @ points_nd.T
-  n = points_nd.shape[0]
+  n, m = values_nm.shape
   sims_bn = jnp.where(jnp.arange(n)[None, :] == exclude_b[:, None], -jnp.inf, sims_bn)
+  if shared:
+    top_sims_bt, idx_bt = jax.lax.top_k(sims_bn, top)
+    values_btm = values_nm[idx_bt]
+    valid_btm = jnp.broadcast_to(jnp.isfinite(top_sims_bt)[..., None], values_btm.shape)
+  else:
+    def one_llm(values_n, observed_n):
+      top_sims_bt, idx_bt = jax.lax.top_k(jnp.where(observed_n > 0, sims_bn, -jnp.inf), top)
+      return values_n[idx_bt], jnp.isfinite(top_sims_bt)
 
-  def one_llm(values_n, observed_n, k):
-    masked_bn = jnp.where(observed_n[None, :] > 0, sims_bn, -jnp.inf)
-    top_sims, idx = jax.lax.top_k(masked_bn, top)
-    use = (jnp.arange(top)[None, :] < k) & jnp.isfinite(top_sims)
-    total = jnp.where(use, values_n[idx], 0.0).sum(axis=1)
-    return total / jnp.maximum(use.sum(axis=1), 1)
+    values_btm, valid_btm = jax.vmap(one_llm, in_axes=1, out_axes=2)(values_nm, observed_nm)
+  # Cumulative sums over the ranking give the mean at every k at once.
+  total_btm = jnp.cumsum(jnp.where(valid_btm, values_btm, 0.0), axis=1)
+  count_btm = jnp.cumsum(valid_btm, axis=1)
+  at_km = jnp.clip(ks_km - 1, 0, top - 1)
+  llm_1m = jnp.arange(m)[None, :]
+  means_bkm = total_btm[:, at_km, llm_1m] / jnp.maximum(count_btm[:, at_km, llm_1m], 1)
+  return jnp.transpose(means_bkm, (1, 0, 2))
 
-  return jax.vmap(one_llm, in_axes=(1, 1, 0), out_axes=1)(values_nm, observed_nm, k_m)
 
-
-def _knn_batched(query_bd, points_nd, values_nm, observed_nm, k_m, exclude_b=None,
-                 top=None, batch_size: int = 256) -> np.ndarray:
-  """`_knn_means` over query batches (memory: batch_size x N similarities per LLM)."""
+def _knn_batched(query_bd, points_nd, values_nm, observed_nm, ks_km, exclude_b=None,
+                 batch_size: int = 256) -> np.ndarray:
+  """`_knn_means` [K, B, M] over query batches (memory: batch_size x N similarities per LLM)."""
   query_bd = np.asarray(query_bd, np.float32)
+  ks_km = np.atleast_2d(np.asarray(ks_km, np.int32))
   b = query_bd.shape[0]
   exclude_b = np.full(b, -1, np.int32) if exclude_b is None else np.asarray(exclude_b, np.int32)
-  n = points_nd.shape[0]
-  top = min(int(np.max(k_m)) if top is None else top, n)
+  top = min(int(ks_km.max()), points_nd.shape[0])
+  shared = bool(np.all(np.asarray(observed_nm) > 0))
   out = [np.asarray(_knn_means(query_bd[s:s + batch_size], points_nd, values_nm, observed_nm,
-                               np.asarray(k_m, np.int32), exclude_b[s:s + batch_size], top=top))
+                               ks_km, exclude_b[s:s + batch_size], top=top, shared=shared))
          for s in range(0, b, batch_size)]
-  return np.concatenate(out) if out else np.zeros((0, values_nm.shape[1]), np.float32)
+  if not out:
+    return np.zeros((ks_km.shape[0], 0, np.shape(values_nm)[1]), np.float32)
+  return np.concatenate(out, axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,19 +226,16 @@ class KNN:
 
   @staticmethod
   def _loo_k(points, values, observed, y) -> np.ndarray:
-    grid = [g for g in KNN_GRID if g < points.shape[0]] or [1]
-    exclude = np.arange(points.shape[0])
-    errors = []
-    for g in grid:
-      pred = _knn_batched(points, points, values, observed, np.full(y.shape[1], g), exclude,
-                          top=max(grid))
-      errors.append(np.nanmean((pred - y) ** 2, axis=0))
-    return np.asarray(grid, np.int32)[np.argmin(np.stack(errors), axis=0)]
+    grid = np.asarray([g for g in KNN_GRID if g < points.shape[0]] or [1], np.int32)
+    ks = np.repeat(grid[:, None], y.shape[1], axis=1)
+    pred = _knn_batched(points, points, values, observed, ks, np.arange(points.shape[0]))
+    errors = np.nanmean((pred - y[None]) ** 2, axis=1)  # [K, M]
+    return grid[np.argmin(errors, axis=0)]
 
   def predict(self, state, features_bd) -> jax.Array:
     state = {k: np.asarray(v) for k, v in state.items()}
     return jnp.asarray(_knn_batched(unit_rows(features_bd), state["points"], state["values"],
-                                    state["observed"], state["k"]))
+                                    state["observed"], state["k"])[0])
 
   def add_llm(self, state, features_nd, target_n) -> State:
     # The new LLM's prompts join the neighbour set, unobserved for the other LLMs (which therefore

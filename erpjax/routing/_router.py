@@ -1,10 +1,13 @@
 """The ERP router: any predictor's state, the LLMs' costs and the cost-aware routing rule.
 
 rho_lambda(x) = argmax_i  U_i(x) - lambda * c_i   (paper, Sec. "Applications to model routing"),
-with U_i(x) = ER_i(x) - margin_i: the predicted expected reward less a per-LLM margin. The margins
-are zero unless the safe rule (`erpjax.routing.calibrate_margins`) set them: then the router leaves
-the LLM that is best on the training split only where another LLM's predicted advantage exceeds a
-margin calibrated by cross-validation.
+with U_i(x) the predicted expected reward ER_i(x), less a per-LLM margin at lambda = 0. The margins
+are zero unless the safe rule (`erpjax.routing.calibrate_margins`) set them: then the cost-free
+router leaves the LLM that is best on the training split only where another LLM's predicted
+advantage exceeds a margin calibrated by cross-validation. At lambda > 0 the cost term itself moves
+prompts off the default LLM, and the margins would only hold cheap LLMs back: the router routes on
+its predictions there (on RouterBench's training split, out-of-fold AIQ 0.84 against 0.75-0.83
+with the margins kept at every lambda).
 """
 
 from __future__ import annotations
@@ -95,14 +98,23 @@ class ERPRouter(nnx.Module):
     """[B, D] embeddings -> [B, M] predicted expected rewards."""
     return self.predictor.predict(self.predictor_state(), self.features(embeddings_bd))
 
-  def utilities(self, embeddings_bd) -> np.ndarray:
-    """[B, D] embeddings -> [B, M] float64 utilities the router routes on: predict - margins."""
-    return np.asarray(self.predict(embeddings_bd), np.float64) - np.asarray(self.margins[...],
-                                                                           np.float64)
+  def utilities(self, embeddings_bd, cost_weight: float = 0.0) -> np.ndarray:
+    """[B, D] embeddings -> [B, M] float64 utilities the router routes on at `cost_weight`:
+    predict - margins at cost weight 0, predict above it (see the module docstring)."""
+    return safe_utilities(self.predict(embeddings_bd), self.margins[...], cost_weight)
 
   def __call__(self, embeddings_bd, cost_weight: float = 0.0) -> np.ndarray:
     """[B, D] embeddings -> [B] index of the LLM each prompt goes to at lambda = cost_weight."""
-    return route(self.utilities(embeddings_bd), np.asarray(self.costs[...]), cost_weight)
+    return route(self.utilities(embeddings_bd, cost_weight), np.asarray(self.costs[...]),
+                 cost_weight)
+
+
+def safe_utilities(predicted_bm, margins_m, cost_weight: float) -> np.ndarray:
+  """[B, M] float64 utilities at `cost_weight`: predicted - margins at 0, predicted above 0."""
+  predicted = np.asarray(predicted_bm, np.float64)
+  if cost_weight > 0:
+    return predicted
+  return predicted - np.asarray(margins_m, np.float64)
 
 
 def route(utilities_bm, costs_m, cost_weight) -> np.ndarray:

@@ -6,7 +6,8 @@ route on U_i(x) = ER_i(x) - margin_i, where margin_d = 0 for the default LLM d (
 reward) and margin_i for every other LLM is calibrated on out-of-fold predictions of the training
 split (each prompt predicted by a model fit without it), so that at lambda = 0 prompt x leaves d
 for i only if ER_i(x) - ER_d(x) >= margin_i. Margins shift utilities by a constant per LLM, so the
-rule is still an argmax of U_i - lambda c_i: cost sweeps and budgets work unchanged.
+rule is still an argmax of U_i - lambda c_i. The margins act at lambda = 0 only (`ERPRouter`): at
+lambda > 0 the cost term moves prompts off d by itself.
 
 Calibration of margin_i: sort the out-of-fold prompts by predicted advantage a = ER_i - ER_d and
 take the threshold whose deviation set S (prompts with a >= threshold) maximises

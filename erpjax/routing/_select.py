@@ -4,7 +4,8 @@ Every candidate (a predictor with fixed hyper-parameters) is fit on k - 1 folds 
 held-out fold, giving out-of-fold predictions of every training prompt. From them the safe rule's
 margins are calibrated (`calibrate_margins`) and the candidate is scored by what routing needs, on
 the training prompts that have a reward for every LLM: its routed reward at lambda = 0 and its AIQ
-(RouterBench) over its own lambda grid, both with the margins applied; score = their mean (the
+(RouterBench) over its own lambda grid, routed as `ERPRouter` routes (margins at lambda = 0); score
+= their mean (the
 reward alone when costs are equal and AIQ is undefined). Not R^2: a predictor can explain much of
 the variance of each LLM's reward and still order the LLMs badly on each prompt.
 
@@ -22,7 +23,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from erpjax.routing import _predictors as P
-from erpjax.routing._router import ERPRouter, RouterSpec, build_router, route, standardization
+from erpjax.routing._router import (
+    ERPRouter,
+    RouterSpec,
+    build_router,
+    route,
+    safe_utilities,
+    standardization,
+)
 from erpjax.routing._safe import calibrate_margins, default_llm
 
 log = logging.getLogger(__name__)
@@ -51,7 +59,7 @@ class CVRow:
     predictor: its spec as JSON.
     reward0: mean observed reward of its lambda = 0 routing, safe margins applied.
     raw_reward0: the same without margins.
-    aiq: AIQ of its lambda sweep with margins (nan if the costs are all equal).
+    aiq: AIQ of its lambda sweep (margins at lambda = 0; nan if the costs are all equal).
     score: what the choice maximises: mean of reward0 and aiq (reward0 when aiq is nan).
     fit_seconds: wall time of its k fits.
   """
@@ -115,19 +123,22 @@ def out_of_fold(predictor, features, targets, folds_n) -> np.ndarray:
   return out
 
 
-def routing_scores(utilities, rewards, costs, num_cost_weights: int = 50) -> tuple[float, float]:
-  """(mean reward of the lambda = 0 routing, AIQ of the lambda sweep) of `utilities` [N, M]
-  against observed `rewards` [N, M] (finite) with routing `costs` [M]."""
+def routing_scores(predicted, margins, rewards, costs,
+                   num_cost_weights: int = 50) -> tuple[float, float]:
+  """(mean reward of the lambda = 0 routing, AIQ of the lambda sweep) of a router with
+  predictions `predicted` [N, M] and safe-rule `margins` [M] (applied at lambda = 0, as
+  `ERPRouter.utilities` does) against observed `rewards` [N, M] (finite), routing `costs` [M]."""
   from erpjax.eval import frontier
   from erpjax.routing._sweep import cost_weight_grid
 
-  choice = route(utilities, costs, 0.0)
-  reward0 = float(rewards[np.arange(len(choice)), choice].mean())
   costs = np.asarray(costs, np.float64)
+  choice = route(safe_utilities(predicted, margins, 0.0), costs, 0.0)
+  reward0 = float(rewards[np.arange(len(choice)), choice].mean())
   if np.ptp(costs) == 0:
     return reward0, math.nan
-  grid = cost_weight_grid(utilities, costs, num_cost_weights)
-  family = frontier.sweep(utilities, rewards, costs, grid)
+  grid = cost_weight_grid(predicted, costs, num_cost_weights)
+  choices = [route(safe_utilities(predicted, margins, w), costs, w) for w in grid]
+  family = frontier.measure(choices, grid, rewards, costs)
   hull = frontier.nondecreasing_hull(family.cost, family.reward)
   return reward0, frontier.aiq(hull, frontier.default_interval(costs)).value
 
@@ -177,7 +188,8 @@ def fit_selected_router(
   if not complete.any():
     raise ValueError("no training prompt has a reward for every LLM: cannot score routing")
   scored_rewards = y[complete]
-  folds_n = fold_ids(len(x), folds, seed)
+  # A training split smaller than `folds` prompts gets leave-one-out folds.
+  folds_n = fold_ids(len(x), min(folds, len(x)), seed)
 
   start = time.perf_counter()
   rows, margins = [], {}
@@ -187,12 +199,13 @@ def fit_selected_router(
     fit_seconds = time.perf_counter() - t
     margins[name] = (calibrate_margins(oof, y, costs, default, alpha) if safe
                      else np.zeros(len(llms)))
-    utilities = oof[complete] - margins[name]
-    reward0, aiq = routing_scores(utilities, scored_rewards, costs, num_cost_weights)
+    reward0, aiq = routing_scores(oof[complete], margins[name], scored_rewards, costs,
+                                  num_cost_weights)
     raw_choice = route(oof[complete], costs, 0.0)
     raw0 = float(scored_rewards[np.arange(len(raw_choice)), raw_choice].mean())
     score = reward0 if math.isnan(aiq) else 0.5 * (reward0 + aiq)
     rows.append(CVRow(name, P.spec_json(predictor), reward0, raw0, aiq, score, fit_seconds))
+    log.info("cv %s: reward@0 %.4f, AIQ %.4f (%.1f s)", name, reward0, aiq, fit_seconds)
   cv_seconds = time.perf_counter() - start
   chosen = max(rows, key=lambda r: r.score).name  # first of equals: candidate order
 

@@ -61,12 +61,15 @@ def cost_weight_grid(utilities: np.ndarray, costs: np.ndarray, num: int = 50) ->
 
 
 def cost_weight_for_budget(
-    utilities: np.ndarray, costs: np.ndarray, budget: float, *, iterations: int = 60
+    utilities: np.ndarray, costs: np.ndarray, budget: float, *, at_zero: np.ndarray | None = None,
+    iterations: int = 60,
 ) -> float:
   """The smallest cost weight found whose routing of these prompts costs at most `budget` each.
 
-  Guarantee: `costs[route(utilities, costs, w)].mean() <= budget` for the returned w, computed in
-  float64 exactly as `route` (float64 numpy, ties to the cheaper LLM) and this line do it. The
+  Guarantee: `costs[route(u, costs, w)].mean() <= budget` for the returned w, with u = `at_zero`
+  if w == 0 (and `at_zero` is given) else `utilities` (what `ERPRouter.utilities(x, w)` gives),
+  computed in float64 exactly as `route` (float64 numpy, ties to the cheaper LLM) and this line do
+  it. The
   search evaluates that very expression and keeps only cost weights that pass it, so the guarantee
   does not rest on float rounding: a caller that routes the same `utilities` and `costs` with
   `route` makes the same choices. (It is about routing costs: observed per-call costs may differ.)
@@ -76,7 +79,8 @@ def cost_weight_for_budget(
   search interval.
 
   Args:
-    utilities: [N, M] what the router routes on (`ERPRouter.utilities`) for the prompts.
+    utilities: [N, M] what the router routes on at positive cost weights (its predictions).
+    at_zero: [N, M] what it routes on at cost weight 0 (the safe rule applied); None: `utilities`.
     costs: [M] routing costs.
     budget: the mean cost per prompt allowed.
 
@@ -89,7 +93,8 @@ def cost_weight_for_budget(
     raise ValueError(f"need [N, M] utilities of at least one prompt, got {utilities.shape}")
 
   def within(cost_weight: float) -> bool:
-    return bool(costs[route(utilities, costs, cost_weight)].mean() <= budget)
+    u = at_zero if cost_weight == 0 and at_zero is not None else utilities
+    return bool(costs[route(u, costs, cost_weight)].mean() <= budget)
 
   if costs.min() > budget:
     raise ValueError(
