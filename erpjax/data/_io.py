@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from erpjax.data._errors import DataError, utf8_lines
 from erpjax.data._jsonl import jsonl_records
-from erpjax.data._schema import RewardSamples, RoutingDataset
+from erpjax.data._schema import RewardSamples, RoutingDataset, first_duplicate
 from erpjax.data._splits import find_overlap, resolve_overlap
 from erpjax.files import write_dir_atomically
 
@@ -360,14 +360,13 @@ def _floats(table: _Table, field: str, *, nonnegative: bool = False) -> np.ndarr
 
 
 def _check_unique(table: _Table, field: str, values: list[str]) -> None:
-  first: dict[str, int] = {}
-  for index, value in enumerate(values):
-    if value in first:
-      raise table.error(
-          f"duplicate {field} {value!r} (first at row {int(table.rows[first[value]])})",
-          index, field,
-      )
-    first[value] = index
+  duplicate = first_duplicate(values)
+  if duplicate is not None:
+    first, second = duplicate
+    raise table.error(
+        f"duplicate {field} {values[second]!r} (first at row {int(table.rows[first])})",
+        second, field,
+    )
 
 
 def _index_in(

@@ -188,9 +188,18 @@ class RoutingDataset:
     return dataclasses.replace(self, llms=tuple(names), costs=self.costs[old], samples=samples)
 
 
-def _check_unique(values: Sequence[str], what: str) -> None:
-  seen: set[str] = set()
+def first_duplicate(values: Sequence[str]) -> tuple[int, int] | None:
+  """(first, second): the positions of the earliest value that occurs again, or None."""
+  first: dict[str, int] = {}
   for i, value in enumerate(values):
-    if value in seen:
-      raise DataError(f"{what} {value!r} occurs twice (second at position {i})")
-    seen.add(value)
+    if value in first:
+      return first[value], i
+    first[value] = i
+  return None
+
+
+def _check_unique(values: Sequence[str], what: str) -> None:
+  duplicate = first_duplicate(values)
+  if duplicate is not None:
+    raise DataError(f"{what} {values[duplicate[1]]!r} occurs twice (second at position "
+                    f"{duplicate[1]})")
