@@ -34,12 +34,14 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _common
 
+from erpjax.dtypes import DTYPES
+
 
 def load_prompts(num: int) -> list[str]:
   """The first `num` prompts of routerbench_subset's CSVs, files in name order."""
-  from erpjax.paths import shared_data_dir
+  from erpjax.paths import shared_data
 
-  folder = shared_data_dir() / "routerbench_subset"
+  folder = shared_data("routerbench_subset")
   files = sorted(folder.glob("*.csv"))
   if not files:
     sys.exit(f"no routerbench_subset CSV files in {folder} (set ERPJAX_SHARED_DATA)")
@@ -61,7 +63,7 @@ def main() -> None:
   parser.add_argument("--threads", type=int, default=None, help="default: all allowed CPUs")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--attention", default="xla", help="erpjax_kernels.attention implementation")
-  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+  parser.add_argument("--dtype", default="float32", choices=DTYPES,
                       help="erpjax's compute dtype (the peer is always float32)")
   parser.add_argument("--interleave", default="batch", choices=("batch", "run"))
   parser.add_argument("--xla-defaults", action="store_true",

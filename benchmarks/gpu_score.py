@@ -41,6 +41,7 @@ import numpy as np
 from flax import nnx
 
 from erpjax import sharding
+from erpjax.dtypes import DTYPES
 from erpjax.models import decoder, presets
 
 # Peak dense bfloat16 tensor-core FLOP/s by substring of `jax.Device.device_kind`, first match
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
   parser.add_argument("--attention", default="auto",
                       help="comma list of attention implementations (erpjax_kernels.attention), "
                            f"or 'auto': {GPU_ATTENTION} on a GPU, the model's default elsewhere")
-  parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+  parser.add_argument("--dtype", default="bfloat16", choices=DTYPES)
   parser.add_argument("--steps", type=int, default=5, help="timed steps per combination")
   parser.add_argument("--budget-s", type=float, default=360.0,
                       help="start no combination after this many seconds")
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
     tokens_per_batch = args.tokens_per_batch
   if args.layers is not None:
     models = {name: dataclasses.replace(c, num_layers=args.layers) for name, c in models.items()}
-  dtype = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}[args.dtype]
+  dtype = jnp.dtype(args.dtype)
   mesh = sharding.make_mesh(args.model_parallel)
   rules = sharding.RULE_TABLES[args.rules]
   device = jax.devices()[0]

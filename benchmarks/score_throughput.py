@@ -50,6 +50,8 @@ import tempfile
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _common  # (benchmarks/ is not a package)
 
+from erpjax.dtypes import DTYPES
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt")
 DEFAULT_TRAINED_RM = pathlib.Path(__file__).resolve().parent.parent / "runs/train_rm/model"
@@ -197,7 +199,7 @@ def main() -> None:
   parser.add_argument("--trained-rm", type=pathlib.Path, default=DEFAULT_TRAINED_RM)
   parser.add_argument("--xla-defaults", action="store_true",
                       help="compile erpjax with XLA's default options, not cpu_compiler_options")
-  parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+  parser.add_argument("--dtype", choices=DTYPES, default="float32",
                       help="erpjax's compute dtype (the peer stays float32)")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
