@@ -319,8 +319,9 @@ def best_single_llm(fit: FittedERP) -> str:
 def report(fit: FittedERP, out_dir: str | pathlib.Path, *, peer_utilities=None,
            num_cost_weights: int = 50, budget: float | None = None, seed: int = 0) -> dict:
   """Writes the report of one test split to `out_dir` (erpjax.eval.report.write_report):
-  ERP (chosen; routed on `fit.test_utilities`, its R² from `fit.test_predicted`), every candidate
-  predictor of the selection ("candidate <name>") and the selection's CV table, the oracle, the
+  ERP (chosen; routed as the router routes: on `fit.test_utilities` at cost weight 0, the safe
+  rule, on `fit.test_predicted` above it), every candidate predictor of the selection
+  ("candidate <name>", the same way) and the selection's CV table, the oracle, the
   single LLMs (the best one chosen on train), ERP at `budget`, and with `peer_utilities`
   ({name: [N_test, M]}, see `peer_test_utilities`) the peers and a random permutation of ERP's
   choices. Returns the metrics written to metrics.json."""
@@ -328,10 +329,11 @@ def report(fit: FittedERP, out_dir: str | pathlib.Path, *, peer_utilities=None,
 
   peer_utilities = dict(peer_utilities or {})
   candidates = {f"candidate {name}": name for name in fit.candidates}
-  utilities = {ERP: fit.test_utilities, **peer_utilities,
-               **{c: fit.candidate_utilities[name] for c, name in candidates.items()}}
   predictions = {ERP: fit.test_predicted,
                  **{c: fit.candidates[name] for c, name in candidates.items()}}
+  utilities = {**predictions, **peer_utilities}
+  at_zero = {ERP: fit.test_utilities,
+             **{c: fit.candidate_utilities[name] for c, name in candidates.items()}}
   predictions.update({n: u for n, u in peer_utilities.items() if n in REWARD_PREDICTING_PEERS})
   selection = [{**dataclasses.asdict(row), "chosen": "yes" if row.name == fit.chosen else ""}
                for row in fit.cv_table]
@@ -343,7 +345,7 @@ def report(fit: FittedERP, out_dir: str | pathlib.Path, *, peer_utilities=None,
                  notes=tuple(dict.fromkeys(fit.train.notes + fit.test.notes)))
   return write_report(
       out_dir, utilities, data, num_cost_weights=num_cost_weights, chosen=ERP,
-      predictions=predictions, candidates=list(candidates), selection=selection,
+      predictions=predictions, at_zero=at_zero, candidates=list(candidates), selection=selection,
       label_free_peers=[n for n in peer_utilities if n in LABEL_FREE_PEERS],
       best_single_llm=best_single_llm(fit), budget=budget,
       permuted=ERP if peer_utilities else None, seed=seed)

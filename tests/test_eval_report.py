@@ -284,3 +284,27 @@ def test_without_matplotlib_the_report_skips_only_the_plots(tmp_path, monkeypatc
   assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "report.md"]
   assert result["routers"]["erp"]["aiq"] is not None
   assert "plots skipped" in caplog.text
+
+
+def test_at_zero_utilities_route_the_first_grid_point_only():
+  # ERP's safe rule: predictions less per-LLM margins at λ = 0, the predictions above it.
+  utilities, data = _data(False)
+  raw = utilities["erp"]
+  safe = raw - np.array([0.0, 0.2, 0.2, 0.5])
+  result, _ = report.evaluate({"erp": raw}, data, num_cost_weights=20, at_zero={"erp": safe},
+                              chosen="erp", budget=5.0)
+  r = result["routers"]["erp"]
+  grid = cost_weight_grid(raw, data.route_costs, num=20)
+  assert r["cost_weights"] == pytest.approx(grid.tolist())
+  choice0 = fr.route(safe, data.route_costs, 0.0)
+  assert np.any(choice0 != fr.route(raw, data.route_costs, 0.0))  # the margins matter here
+  reward0 = metrics.chosen(data.rewards, choice0).mean()
+  assert r["cost_weight_0"]["reward"] == pytest.approx(reward0)
+  assert r["frontier"]["reward"][0] == pytest.approx(reward0)
+  above = fr.sweep(raw, data.rewards, data.route_costs, grid[1:])
+  assert r["frontier"]["reward"][1:] == pytest.approx(above.reward.tolist())
+  # A budget every LLM meets keeps cost weight 0, so the budget routing is the safe one too.
+  assert result["budget"]["cost_weight"] == 0
+  assert result["budget"]["reward"] == pytest.approx(reward0)
+  with pytest.raises(ValueError, match="unknown router"):
+    report.evaluate({"erp": raw}, data, at_zero={"knn": safe})

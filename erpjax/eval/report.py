@@ -206,7 +206,8 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
              best_single_llm: str | None = None, budget: float | None = None,
              permuted: str | None = None, interval: fr.CostInterval | None = None,
              levels: Sequence[float] = (0.5, 0.8), seed: int = 0,
-             selection: Sequence[Mapping] = ()) -> tuple[dict, dict]:
+             selection: Sequence[Mapping] = (),
+             at_zero: Mapping[str, np.ndarray] | None = None) -> tuple[dict, dict]:
   """Every metric of every router, JSON-ready, and each router's λ-sweep.
 
   Args:
@@ -229,6 +230,9 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
     interval: cost interval of AIQ; default cheapest..most expensive single LLM.
     levels: PGR levels of CPT, e.g. 0.5 -> "cpt50".
     seed: seed of the permutation.
+    at_zero: {router name: `[N, M]` utilities it routes on at λ = 0 only}, for routers whose
+      rule differs there (ERP's safe rule: predictions less per-LLM margins at λ = 0, the
+      predictions above it); its grid still comes from `utilities`.
     selection: how the chosen router's predictor was selected on the train split: one row
       {column: value} per candidate (e.g. cross-validated reward at λ = 0 and AIQ), reported as
       given in a table of its own.
@@ -240,7 +244,8 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
   predictions = dict(predictions or {})
   if ORACLE in utilities:
     raise ValueError(f"{ORACLE!r} is added by the report; do not pass it")
-  named = [*predictions, *candidates, *label_free_peers, *([chosen] if chosen else []),
+  at_zero = dict(at_zero or {})
+  named = [*predictions, *at_zero, *candidates, *label_free_peers, *([chosen] if chosen else []),
            *([permuted] if permuted else [])]
   for name in named:
     if name not in utilities:
@@ -256,8 +261,11 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
               ORACLE: data.rewards}
   grids = {name: cost_weight_grid(u, data.route_costs, num=num_cost_weights)
            for name, u in families.items()}
-  choices = {name: [fr.route(u, data.route_costs, float(w)) for w in grids[name]]
-             for name, u in families.items()}
+  def utilities_at(name, w):
+    return at_zero[name] if w == 0 and name in at_zero else families[name]
+
+  choices = {name: [fr.route(utilities_at(name, w), data.route_costs, float(w))
+                    for w in grids[name]] for name in families}
   if permuted:
     name = f"{permuted} (permuted)"
     grids[name] = grids[permuted]
@@ -303,8 +311,9 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
       "notes": list(data.notes),
   }
   if budget is not None:
-    cost_weight = cost_weight_for_budget(utilities[chosen], data.route_costs, budget)
-    choice = fr.route(utilities[chosen], data.route_costs, cost_weight)
+    cost_weight = cost_weight_for_budget(families[chosen], data.route_costs, budget,
+                                         at_zero=at_zero.get(chosen))
+    choice = fr.route(utilities_at(chosen, cost_weight), data.route_costs, cost_weight)
     result["budget"] = {"router": chosen, "budget": float(budget), "cost_weight": cost_weight,
                         "route_cost": float(data.route_costs[choice].mean()),
                         **_choice_summary(data, choice)}
