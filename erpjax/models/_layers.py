@@ -20,6 +20,17 @@ from flax import nnx
 
 from erpjax import sharding
 
+# transformers' ACT2FN names -> functions ("gelu" is the exact erf form there, "swish" is SiLU).
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
 
 def param(init: nnx.Initializer, rngs: nnx.Rngs, shape: Sequence[int],
           names: Sequence[str | None], dtype: jnp.dtype) -> nnx.Param:
@@ -52,6 +63,19 @@ class Projection(nnx.Module):
     if self.bias is not None:
       y = y + self.bias[...].astype(jnp.float32)
     return y.astype(self.dtype)
+
+
+def layer_norm(dim: int, *, eps: float, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  """transformers' LayerNorm over the last axis [D], with `dtype` parameters and computation."""
+  # Two-pass variance (mean of squared deviations), as torch computes it: the one-pass form
+  # E[x^2] - E[x]^2 loses digits on hidden states with large means.
+  return nnx.LayerNorm(
+      dim, epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=dtype,
+      scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), (sharding.EMBED,),
+                                       eager_sharding=False),
+      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (sharding.EMBED,),
+                                      eager_sharding=False),
+      rngs=rngs)
 
 
 class RMSNorm(nnx.Module):

@@ -113,18 +113,6 @@ MINILM_L6 = BertConfig(vocab_size=30522, hidden_size=384, num_layers=6, num_head
                        intermediate_size=1536)
 
 
-def _layer_norm(dim: int, eps: float, rngs: nnx.Rngs) -> nnx.LayerNorm:
-  # Two-pass variance (mean of squared deviations), as torch computes it: the one-pass form
-  # E[x^2] - E[x]^2 loses digits on hidden states with large means.
-  return nnx.LayerNorm(
-      dim, epsilon=eps, use_fast_variance=False, dtype=jnp.float32, param_dtype=jnp.float32,
-      scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), (sh.EMBED,),
-                                       eager_sharding=False),
-      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (sh.EMBED,),
-                                      eager_sharding=False),
-      rngs=rngs)
-
-
 def _matmul(eqn: str, x: jax.Array, kernel: nnx.Param, dtype: jnp.dtype) -> jax.Array:
   """einsum in `dtype` with float32 accumulation and a float32 result."""
   return jnp.einsum(eqn, x.astype(dtype), kernel[...].astype(dtype),
@@ -193,10 +181,11 @@ class Layer(nnx.Module):
   """Post-LN transformer layer: x = LN(x + attn(x)); x = LN(x + ffn(x))."""
 
   def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+    norm = dict(eps=cfg.layer_norm_eps, dtype=jnp.float32, rngs=rngs)
     self.attention = SelfAttention(cfg, rngs=rngs)
-    self.attention_norm = _layer_norm(cfg.hidden_size, cfg.layer_norm_eps, rngs)
+    self.attention_norm = _layers.layer_norm(cfg.hidden_size, **norm)
     self.ffn = FeedForward(cfg, rngs=rngs)
-    self.ffn_norm = _layer_norm(cfg.hidden_size, cfg.layer_norm_eps, rngs)
+    self.ffn_norm = _layers.layer_norm(cfg.hidden_size, **norm)
 
   def __call__(self, x_btd: jax.Array, segment_ids_bt: jax.Array,
                query_index_bs: jax.Array | None = None) -> jax.Array:
@@ -227,7 +216,7 @@ class Embeddings(nnx.Module):
                                   (None, sh.EMBED), jnp.float32)
     self.token_type = _layers.param(normal, rngs, (cfg.type_vocab_size, d), (None, sh.EMBED),
                                     jnp.float32)
-    self.norm = _layer_norm(d, cfg.layer_norm_eps, rngs)
+    self.norm = _layers.layer_norm(d, eps=cfg.layer_norm_eps, dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, tokens_bt: jax.Array, token_types_bt: jax.Array,
                positions_bt: jax.Array | None = None) -> jax.Array:

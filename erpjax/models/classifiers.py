@@ -27,24 +27,15 @@ from erpjax import sharding as sh
 from erpjax.models import _hf, _layers, bert
 from erpjax.models._registry import register_reward_model
 
-# transformers' ACT2FN names -> functions ("gelu" is the exact erf form there).
-ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
-}
-
-
 class ClassificationHead(nnx.Module):
   """dense -> activation -> out on the hidden state at each segment's score index."""
 
   def __init__(self, hidden_size: int, num_labels: int, activation: str, *,
                dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
-    if activation not in ACTIVATIONS:
-      raise ValueError(f"activation {activation!r} unsupported; known: {sorted(ACTIVATIONS)}")
-    self.activation = ACTIVATIONS[activation]
+    if activation not in _layers.ACTIVATIONS:
+      raise ValueError(f"activation {activation!r} unsupported; known: "
+                       f"{sorted(_layers.ACTIVATIONS)}")
+    self.activation = _layers.ACTIVATIONS[activation]
     self.dense = _layers.Projection("BSD,DE->BSE", (hidden_size,), (hidden_size,),
                                     in_names=(sh.EMBED,), out_names=(sh.EMBED,), use_bias=True,
                                     dtype=dtype, rngs=rngs)

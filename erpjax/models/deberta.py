@@ -34,7 +34,8 @@ from flax import nnx
 from erpjax import sharding as sh
 from erpjax.models import _hf, _layers
 from erpjax.models._registry import register_reward_model
-from erpjax.models.classifiers import ACTIVATIONS, ClassificationHead
+from erpjax.models._layers import ACTIVATIONS
+from erpjax.models.classifiers import ClassificationHead
 
 _POS_ATT_TYPES = ("c2p", "p2c")
 
@@ -165,17 +166,6 @@ TINY = DebertaV2Config(
     max_position_embeddings=32, max_relative_positions=16, position_buckets=8)
 
 
-def _layer_norm(dim: int, eps: float, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
-  """transformers' LayerNorm over [D] (statistics in float32)."""
-  # Two-pass variance as torch computes it: E[x^2] - E[x]^2 loses digits when means are large.
-  return nnx.LayerNorm(
-      dim, epsilon=eps, dtype=dtype, param_dtype=dtype, use_fast_variance=False, rngs=rngs,
-      scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), (sh.EMBED,),
-                                       eager_sharding=False),
-      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (sh.EMBED,),
-                                      eager_sharding=False))
-
-
 def _table(num: int, dim: int, dtype, rngs: nnx.Rngs) -> nnx.Param:
   """An embedding table [num, D] indexed by position, token type or relative distance."""
   return _layers.param(nnx.initializers.normal(0.02), rngs, (num, dim), (None, sh.EMBED), dtype)
@@ -234,7 +224,7 @@ class DisentangledSelfAttention(nnx.Module):
     n, h, d = cfg.num_heads, cfg.head_dim, cfg.hidden_size
     self.out = _layers.Projection("BTNH,NHD->BTD", (n, h), (d,), in_names=(sh.HEADS, sh.HEAD_DIM),
                                   out_names=(sh.EMBED,), use_bias=True, dtype=dtype, rngs=rngs)
-    self.out_norm = _layer_norm(d, cfg.layer_norm_eps, dtype, rngs)
+    self.out_norm = _layers.layer_norm(d, eps=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
 
   def __call__(self, x_btd: jax.Array, segment_ids_bt: jax.Array,
                relative_btt: jax.Array | None, rel_embed_pd: jax.Array | None) -> jax.Array:
@@ -283,7 +273,7 @@ class DebertaV2Layer(nnx.Module):
     d, f = cfg.hidden_size, cfg.intermediate_size
     self.intermediate = _dense(d, f, (sh.EMBED, sh.MLP), dtype, rngs)
     self.output = _dense(f, d, (sh.MLP, sh.EMBED), dtype, rngs)
-    self.output_norm = _layer_norm(d, cfg.layer_norm_eps, dtype, rngs)
+    self.output_norm = _layers.layer_norm(d, eps=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
     self.activation = ACTIVATIONS[cfg.hidden_act]
 
   def __call__(self, x_btd, segment_ids_bt, relative_btt, rel_embed_pd) -> jax.Array:
@@ -302,7 +292,7 @@ class DebertaV2Embeddings(nnx.Module):
     self.token_type = _table(cfg.type_vocab_size, e, dtype, rngs) if cfg.type_vocab_size else None
     self.proj = (_dense(e, cfg.hidden_size, (None, sh.EMBED), dtype, rngs, use_bias=False)
                  if e != cfg.hidden_size else None)
-    self.norm = _layer_norm(cfg.hidden_size, cfg.layer_norm_eps, dtype, rngs)
+    self.norm = _layers.layer_norm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
 
   def __call__(self, tokens_bt, positions_bt, token_types_bt) -> jax.Array:
     x_bte = self.word(tokens_bt)
@@ -323,8 +313,9 @@ class DebertaV2Encoder(nnx.Module):
     self.embeddings = DebertaV2Embeddings(cfg, dtype=dtype, rngs=rngs)
     self.rel_embeddings = (_table(2 * cfg.att_span, cfg.hidden_size, dtype, rngs)
                            if cfg.relative_attention else None)
-    self.rel_norm = (_layer_norm(cfg.hidden_size, cfg.layer_norm_eps, dtype, rngs)
-                     if cfg.relative_attention and cfg.rel_layer_norm else None)
+    self.rel_norm = (
+        _layers.layer_norm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
+        if cfg.relative_attention and cfg.rel_layer_norm else None)
 
     @nnx.split_rngs(splits=cfg.num_layers)
     @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: sh.LAYERS})

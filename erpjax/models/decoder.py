@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -30,18 +30,11 @@ from flax import nnx
 
 from erpjax import sharding
 from erpjax.models import _hf
-from erpjax.models._layers import Embedder, Projection, RMSNorm, split_last_layer, take_rows
+from erpjax.models._layers import (ACTIVATIONS, Embedder, Projection, RMSNorm, split_last_layer,
+                                   take_rows)
 from erpjax.models._registry import register_reward_model
 from erpjax.models.rope import RopeConfig, apply_rope, inverse_frequencies, rotation
 
-ACTIVATIONS = {
-    "silu": jax.nn.silu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-}
-# transformers activation names -> ours.
-_HF_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu",
-                   "gelu_pytorch_tanh": "gelu_tanh"}
 # A window no position difference reaches: full attention inside a scan over mixed layers.
 _NO_WINDOW = np.iinfo(np.int32).max
 
@@ -56,7 +49,8 @@ class DecoderConfig:
     rope: rotary embedding frequencies.
     norm_eps: RMSNorm epsilon.
     norm_offset: RMSNorm multiplies by (norm_offset + weight): 0 for Llama, 1 for Gemma.
-    activation: gate activation of the gated MLP, a key of `ACTIVATIONS`.
+    activation: gate activation of the gated MLP, a transformers name (a key of
+      `_layers.ACTIVATIONS`, e.g. "silu", "gelu_pytorch_tanh").
     qkv_bias, out_bias, mlp_bias: biases on the q/k/v projections, the attention output
       projection and the MLP projections (Qwen2: q/k/v only).
     qk_norm: RMSNorm over head_dim on queries and keys before RoPE (Qwen3).
@@ -153,9 +147,9 @@ class DecoderConfig:
     num_heads = hf["num_attention_heads"]
     options = _FAMILY_OPTIONS[model_type](hf, num_layers)
     hf_activation = options.pop("hf_activation")
-    if hf_activation not in _HF_ACTIVATIONS:
+    if hf_activation not in ACTIVATIONS:
       raise ValueError(f"activation {hf_activation!r} is not supported; supported: "
-                       f"{sorted(_HF_ACTIVATIONS)}")
+                       f"{sorted(ACTIVATIONS)}")
     return cls(
         vocab_size=hf["vocab_size"],
         embed_dim=hf["hidden_size"],
@@ -166,7 +160,7 @@ class DecoderConfig:
         head_dim=hf.get("head_dim") or hf["hidden_size"] // num_heads,
         rope=RopeConfig.from_hf_config(hf),
         norm_eps=hf.get("rms_norm_eps", 1e-6),
-        activation=_HF_ACTIVATIONS[hf_activation],
+        activation=hf_activation,
         num_labels=hf.get("num_labels") or len(hf.get("id2label") or {}) or 2,
         pad_token_id=hf.get("pad_token_id"),
         **options,
@@ -357,8 +351,8 @@ class Block(nnx.Module):
     return x_btd + h_btd
 
 
-class DecoderRewardModel(nnx.Module):
-  """A decoder transformer with a `score` head on each segment's last token.
+class DecoderModel(nnx.Module):
+  """The decoder trunk: token embeddings, stacked blocks and the final norm, no head.
 
   Attributes:
     config: the architecture.
@@ -390,6 +384,79 @@ class DecoderRewardModel(nnx.Module):
     self.layers = make_layers(rngs)
     self.final_norm = RMSNorm(config.embed_dim, name=sharding.EMBED, eps=config.norm_eps,
                               offset=config.norm_offset, dtype=dtype, rngs=rngs)
+
+  def _rope(self, positions_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """RoPE cos, sin [B, T, H/2] of the positions, shared by every block."""
+    return rotation(positions_bt, inverse_frequencies(self.config.head_dim, self.config.rope))
+
+  def _static_window(self, window: jax.Array) -> int | jax.Array | None:
+    """A layer's attention window as its block takes it: None without windows, a Python int
+    where every layer has the same window (a fused kernel is shaped by it), else the layer's
+    entry of the scanned windows (sliding and full layers mix)."""
+    c = self.config
+    if not c.sliding_layers:
+      return None
+    return c.sliding_window if len(c.sliding_layers) == c.num_layers else window
+
+  def _run_layers(self, x_btd: jax.Array, layers: nnx.Module, windows: jax.Array,
+                  segment_ids_bt: jax.Array, positions_bt: jax.Array, cos_btf: jax.Array,
+                  sin_btf: jax.Array) -> jax.Array:
+    """Stacked blocks ([L', ...] parameters, their windows int32[L']) in order, with `nnx.scan`:
+    [B, T, D] -> [B, T, D]."""
+
+    @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=nnx.Carry,
+              transform_metadata={nnx.PARTITION_NAME: sharding.LAYERS})
+    def run(x_btd, block: Block, window):
+      return block(x_btd, segment_ids_bt, positions_bt, self._static_window(window), cos_btf,
+                   sin_btf)
+
+    return run(x_btd, layers, windows)
+
+  def hidden_states(self, tokens_bt: jax.Array, segment_ids_bt: jax.Array,
+                    positions_bt: jax.Array, layers: Sequence[int]) -> jax.Array:
+    """The residual stream at chosen depths, numbered as transformers' `output_hidden_states`:
+    0 = the embeddings, i = the output of block i, L = the last block's output after the final
+    norm.
+
+    Blocks run in chunks between the requested depths and stop at the deepest one, so shallow
+    features cost only the blocks below them.
+
+    Args:
+      tokens_bt, segment_ids_bt, positions_bt: as `DecoderRewardModel.__call__`.
+      layers: depths in [0, L], any order (static: one program per tuple).
+
+    Returns:
+      [len(layers), B, T, D] in the model's dtype.
+    """
+    c = self.config
+    layers = tuple(int(i) for i in layers)
+    if not layers or any(not 0 <= i <= c.num_layers for i in layers):
+      raise ValueError(f"layers must be a non-empty list of depths in [0, {c.num_layers}], "
+                       f"got {layers}")
+    x_btd = self.embedder(tokens_bt)
+    cos_btf, sin_btf = self._rope(positions_bt)
+    windows = jnp.asarray(c.layer_windows())
+    graphdef, stacked = nnx.split(self.layers)
+    states = {0: x_btd}
+    done = 0
+    for stop in sorted(set(layers) - {0}):
+      chunk = nnx.merge(graphdef, jax.tree.map(lambda a: a[done:stop], stacked))
+      x_btd = self._run_layers(x_btd, chunk, windows[done:stop], segment_ids_bt, positions_bt,
+                               cos_btf, sin_btf)
+      states[stop] = x_btd
+      done = stop
+    if c.num_layers in states:
+      states[c.num_layers] = self.final_norm(states[c.num_layers])
+    return jnp.stack([states[i] for i in layers])
+
+
+class DecoderRewardModel(DecoderModel):
+  """A decoder transformer with a `score` head on each segment's last token (`DecoderModel`
+  holds the trunk)."""
+
+  def __init__(self, config: DecoderConfig, *, dtype: jnp.dtype = jnp.float32,
+               attention: str = "xla", rngs: nnx.Rngs):
+    super().__init__(config, dtype=dtype, attention=attention, rngs=rngs)
     self.score = Projection("BSD,DL->BSL", (config.embed_dim,), (config.num_labels,),
                             in_names=(sharding.EMBED,), out_names=(sharding.LABELS,),
                             use_bias=False, dtype=jnp.float32, rngs=rngs)
@@ -407,29 +474,16 @@ class DecoderRewardModel(nnx.Module):
     Returns:
       float32[B, S, L] scores (garbage for unused segment slots).
     """
-    c = self.config
     x_btd = self.embedder(tokens_bt)
-    cos_btf, sin_btf = rotation(positions_bt, inverse_frequencies(c.head_dim, c.rope))
-
-    def static_window(window):
-      # A Python int where every layer has the same window (a fused kernel is shaped by it); the
-      # layer's entry of the scanned windows where sliding and full layers mix.
-      if not c.sliding_layers:
-        return None
-      return c.sliding_window if len(c.sliding_layers) == c.num_layers else window
-
-    @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=nnx.Carry,
-              transform_metadata={nnx.PARTITION_NAME: sharding.LAYERS})
-    def run_layers(x_btd, block: Block, window):
-      return block(x_btd, segment_ids_bt, positions_bt, static_window(window), cos_btf, sin_btf)
-
+    cos_btf, sin_btf = self._rope(positions_bt)
     # The head reads S tokens per row, so the last layer computes those rows only (its keys and
     # values still cover every token), and so does the final norm.
-    windows = jnp.asarray(c.layer_windows())
+    windows = jnp.asarray(self.config.layer_windows())
     first, last = split_last_layer(self.layers)
     if first is not None:
-      x_btd = run_layers(x_btd, first, windows[:-1])
-    h_bsd = last(x_btd, segment_ids_bt, positions_bt, static_window(windows[-1]), cos_btf,
+      x_btd = self._run_layers(x_btd, first, windows[:-1], segment_ids_bt, positions_bt,
+                               cos_btf, sin_btf)
+    h_bsd = last(x_btd, segment_ids_bt, positions_bt, self._static_window(windows[-1]), cos_btf,
                  sin_btf, score_index_bs)
     return self.score(self.final_norm(h_bsd))
 

@@ -47,12 +47,12 @@ QWEN3_8B = DecoderConfig(
 GEMMA_2B = DecoderConfig(
     vocab_size=256000, embed_dim=2048, mlp_dim=16384, num_layers=18, num_heads=8,
     num_kv_heads=1, head_dim=256, norm_eps=1e-6, rope=RopeConfig(theta=10000.0),
-    norm_offset=1.0, activation="gelu_tanh", scale_embeddings=True, pad_token_id=0)
+    norm_offset=1.0, activation="gelu_pytorch_tanh", scale_embeddings=True, pad_token_id=0)
 
 GEMMA_2_2B = DecoderConfig(
     vocab_size=256000, embed_dim=2304, mlp_dim=9216, num_layers=26, num_heads=8,
     num_kv_heads=4, head_dim=256, norm_eps=1e-6, rope=RopeConfig(theta=10000.0),
-    norm_offset=1.0, activation="gelu_tanh", scale_embeddings=True, sandwich_norm=True,
+    norm_offset=1.0, activation="gelu_pytorch_tanh", scale_embeddings=True, sandwich_norm=True,
     query_pre_attn_scalar=256, attn_logit_softcap=50.0, sliding_window=4096,
     sliding_layers=tuple(range(0, 26, 2)), pad_token_id=0)
 
@@ -68,7 +68,7 @@ TINY_LLAMA = DecoderConfig(
 
 TINY_GEMMA2 = DecoderConfig(
     vocab_size=128, embed_dim=32, mlp_dim=64, num_layers=2, num_heads=4, num_kv_heads=2,
-    head_dim=16, norm_offset=1.0, activation="gelu_tanh", scale_embeddings=True,
+    head_dim=16, norm_offset=1.0, activation="gelu_pytorch_tanh", scale_embeddings=True,
     sandwich_norm=True, query_pre_attn_scalar=16, attn_logit_softcap=50.0, sliding_window=4,
     sliding_layers=(0,), pad_token_id=0)
 
