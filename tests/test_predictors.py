@@ -378,7 +378,7 @@ def test_predictor_choice_never_reads_the_test_split(monkeypatch):
   monkeypatch.setattr(pipeline, "load_splits", poisoned_load_splits)
   dirty = pipeline.fit_and_predict(config, encoder=_TrigramEncoder(), progress=False)
   assert not np.allclose(dirty.test_rewards, clean.test_rewards)  # the poison reached the test
-  assert dirty.chosen == clean.chosen and len(clean.cv_table) == 7
+  assert dirty.chosen == clean.chosen and len(clean.cv_table) == 5
 
   def scores(table):
     return [(r.name, r.reward0, r.raw_reward0, r.aiq, r.score) for r in table]

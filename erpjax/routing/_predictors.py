@@ -147,18 +147,20 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("top", "shared"))
-def _knn_means(query_bd, points_nd, values_nm, observed_nm, ks_km, exclude_b, *, top: int,
+def _knn_means(query_bd, points_nd, values_nm, observed_nm, valid_n, ks_km, exclude_b, *, top: int,
                shared: bool):
   """[K, B, M] mean of each LLM's values over the query's k most cosine-similar observed points,
   for each row of k values `ks_km` [K, M].
 
   Each LLM ranks only the points where it is observed (`shared`: every LLM is observed on every
   point, so one ranking serves all). `exclude_b` (an index, or -1) removes one point per query
-  (leave-one-out on the training points). `top` >= every k, static.
+  (leave-one-out on the training points); padding points (`valid_n` False) are never
+  neighbours. `top` >= every k, static.
   """
   sims_bn = query_bd @ points_nd.T
   n, m = values_nm.shape
-  sims_bn = jnp.where(jnp.arange(n)[None, :] == exclude_b[:, None], -jnp.inf, sims_bn)
+  drop_bn = (jnp.arange(n)[None, :] == exclude_b[:, None]) | ~valid_n[None, :]
+  sims_bn = jnp.where(drop_bn, -jnp.inf, sims_bn)
   if shared:
     top_sims_bt, idx_bt = jax.lax.top_k(sims_bn, top)
     values_btm = values_nm[idx_bt]
@@ -178,21 +180,37 @@ def _knn_means(query_bd, points_nd, values_nm, observed_nm, ks_km, exclude_b, *,
   return jnp.transpose(means_bkm, (1, 0, 2))
 
 
+def _pad_rows(x: np.ndarray, rows: int, value=0) -> np.ndarray:
+  return np.concatenate([x, np.full((rows - x.shape[0], *x.shape[1:]), value, x.dtype)])
+
+
+def _padded_size(n: int, multiple: int = 256) -> int:
+  return -(-max(n, 1) // multiple) * multiple
+
+
 def _knn_batched(query_bd, points_nd, values_nm, observed_nm, ks_km, exclude_b=None,
                  batch_size: int = 256) -> np.ndarray:
-  """`_knn_means` [K, B, M] over query batches (memory: batch_size x N similarities per LLM)."""
+  """`_knn_means` [K, B, M] over query batches (memory: batch_size x N similarities per LLM).
+
+  Points are padded to a multiple of 256 and queries to whole batches, so that fits on folds of
+  slightly different sizes share one compiled program.
+  """
   query_bd = np.asarray(query_bd, np.float32)
   ks_km = np.atleast_2d(np.asarray(ks_km, np.int32))
-  b = query_bd.shape[0]
+  b, n = query_bd.shape[0], np.shape(points_nd)[0]
   exclude_b = np.full(b, -1, np.int32) if exclude_b is None else np.asarray(exclude_b, np.int32)
-  top = min(int(ks_km.max()), points_nd.shape[0])
+  top = min(int(ks_km.max()), n)
   shared = bool(np.all(np.asarray(observed_nm) > 0))
-  out = [np.asarray(_knn_means(query_bd[s:s + batch_size], points_nd, values_nm, observed_nm,
-                               ks_km, exclude_b[s:s + batch_size], top=top, shared=shared))
-         for s in range(0, b, batch_size)]
-  if not out:
-    return np.zeros((ks_km.shape[0], 0, np.shape(values_nm)[1]), np.float32)
-  return np.concatenate(out, axis=1)
+  rows = _padded_size(n)
+  points, values, observed = (_pad_rows(np.asarray(a, np.float32), rows)
+                              for a in (points_nd, values_nm, observed_nm))
+  valid = np.arange(rows) < n
+  query = _pad_rows(query_bd, _padded_size(b, batch_size))
+  exclude = _pad_rows(exclude_b, query.shape[0], -1)
+  out = [np.asarray(_knn_means(query[s:s + batch_size], points, values, observed, valid, ks_km,
+                               exclude[s:s + batch_size], top=top, shared=shared))
+         for s in range(0, query.shape[0], batch_size)]
+  return np.concatenate(out, axis=1)[:, :b]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,7 +397,11 @@ class MLPPredictor:
     x, y = _check_fit_inputs(features_nd, targets_nm)
     config = _mlp.TrainConfig(self.steps, self.learning_rate, self.weight_decay, self.seed)
     model = _mlp.MLP(x.shape[1], self.hidden, y.shape[1], rngs=nnx.Rngs(self.seed))
-    model, losses = _mlp.train_full_batch(model, _mlp.masked_mse, x, y, config)
+    # Padding rows with unobserved (NaN) targets leaves the masked loss as it is and lets folds of
+    # slightly different sizes share one compiled training loop.
+    rows = _padded_size(x.shape[0])
+    model, losses = _mlp.train_full_batch(model, _mlp.masked_mse, _pad_rows(x, rows),
+                                          _pad_rows(y, rows, np.nan), config)
     state = {"out_kernel": np.asarray(model.out.kernel[...]),
              "out_bias": np.asarray(model.out.bias[...])}
     if self.hidden:

@@ -72,16 +72,21 @@ def loo_errors(features_nd, targets_nm, betas_k) -> np.ndarray:
   """
   x = np.asarray(features_nd, np.float64)
   y = np.asarray(targets_nm, np.float64)
-  n = x.shape[0]
   xc, yc = x - x.mean(0), y - y.mean(0)
-  eigvals, eigvecs = _eigh(xc.T @ xc)
+  return _loo_errors(xc, yc, *_eigh(xc.T @ xc), np.asarray(betas_k, np.float64))
+
+
+def _loo_errors(xc, yc, eigvals, eigvecs, betas) -> np.ndarray:
+  """`loo_errors` of centered xc [N, D], yc [N, M] given eigh(xc^T xc)."""
+  n = xc.shape[0]
   p_nd = xc @ eigvecs  # Xc V: the fit and the hat diagonal are sums over its columns
+  p2_nd = p_nd**2
   proj_dm = p_nd.T @ yc
   errors = []
-  for beta in np.asarray(betas_k, np.float64):
+  for beta in betas:
     shrink_d = 1.0 / (eigvals + beta)
     fitted = p_nd @ (proj_dm * shrink_d[:, None])
-    hat_n = 1.0 / n + (p_nd**2) @ shrink_d
+    hat_n = 1.0 / n + p2_nd @ shrink_d
     errors.append(np.mean(((yc - fitted) / (1.0 - hat_n)[:, None]) ** 2, axis=0))
   return np.stack(errors)
 
@@ -93,15 +98,14 @@ def _fit_group(x, y, betas):
   """
   x_mean, y_mean = x.mean(0), y.mean(0)
   xc, yc = x - x_mean, y - y_mean
+  eigvals, eigvecs = _eigh(xc.T @ xc)
   if betas is None:
     if x.shape[0] < 3:
       betas = np.full(y.shape[1], 1.0)  # LOO of one or two prompts says nothing; the paper's beta
     else:
-      grid = np.asarray(BETA_GRID)
+      grid = np.asarray(BETA_GRID)[::-1]
       # Ties (e.g. a constant target) go to the largest penalty: the simplest head.
-      errors = loo_errors(x, y, grid)[::-1]
-      betas = grid[::-1][np.argmin(errors, axis=0)]
-  eigvals, eigvecs = _eigh(xc.T @ xc)
+      betas = grid[np.argmin(_loo_errors(xc, yc, eigvals, eigvecs, grid), axis=0)]
   proj_dm = eigvecs.T @ (xc.T @ yc)
   weights = eigvecs @ (proj_dm / (eigvals[:, None] + betas[None, :]))
   return weights, y_mean - x_mean @ weights, betas
