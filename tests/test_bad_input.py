@@ -374,8 +374,8 @@ def test_a_retrained_reward_model_is_not_mixed_with_old_scores(tmp_path, capsys,
   before = read_dataset(tmp_path / "out").samples.reward.copy()
   save(1)  # retrained: other weights at the same path (was: every old score reused)
   err = _refused(capsys, *argv)
-  assert f"{tmp_path / 'out.scores'} holds scores of another scoring job: the reward model's " \
-         "checkpoint files have changed since" in err
+  assert f"{tmp_path / 'out.scores'} holds scores of another" in err
+  assert "the reward model's checkpoint files have changed since" in err
   np.testing.assert_array_equal(read_dataset(tmp_path / "out").samples.reward, before)
   # A fresh score folder scores the new weights.
   assert _cli(capsys, *argv, "--scores", tmp_path / "new_scores")[0] == 0
@@ -417,7 +417,12 @@ def _largest_file(folder: pathlib.Path) -> pathlib.Path:
 
 @pytest.mark.parametrize("damage, message", [
     ("flip", "corrupted router checkpoint: ['kernel: checksum differs (corrupted bytes)']"),
-    ("truncate", "router arrays cannot be read (damaged or does not match its metadata)"),
+    # orbax leaves a coroutine of the failed read to the garbage collector, which reports its
+    # exception as "unraisable": a traceback in the warnings summary of a passing run.
+    pytest.param("truncate",
+                 "router arrays cannot be read (damaged or does not match its metadata)",
+                 marks=pytest.mark.filterwarnings(
+                     "ignore::pytest.PytestUnraisableExceptionWarning")),
     ("other_encoder", "router was fit on embeddings of encoder 'another-encoder'"),
 ])
 def test_a_damaged_or_foreign_router_is_refused_by_route(tmp_path, capsys, encoder, damage,
