@@ -1,6 +1,7 @@
 """The whole job end to end on the synthetic benchmark, with the real offline MiniLM encoder."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -34,8 +35,9 @@ def test_demo_writes_report_plot_and_router(tmp_path, capsys):
     assert (out / name).stat().st_size > 0
   result = json.loads((out / "metrics.json").read_text())
   routers = result["routers"]
-  # `run` reports ERP beside the baselines only: no peers.
-  assert set(routers) == {"ERP", "oracle"}
+  # `run` reports ERP beside the baselines and its candidate predictors: no peers.
+  assert {"ERP", "oracle"} <= set(routers)
+  assert {r["role"] for n, r in routers.items() if n not in ("ERP", "oracle")} <= {"candidate"}
   erp, oracle = routers["ERP"]["cost_weight_0"], routers["oracle"]["cost_weight_0"]
   assert oracle["reward"] >= erp["reward"]
   assert oracle["reward"] >= result["best_single_llm"]["reward"]
@@ -118,3 +120,45 @@ def test_evaluate_puts_erp_beside_the_peers(tmp_path, capsys):
       "label-free peer"}
   assert routers["category_best"]["role"] == "peer"
   assert " vs best label-free peer " in result["headline"]
+
+
+def test_run_reports_each_test_split_of_one_fit(tmp_path, capsys, monkeypatch):
+  # The docs' tiny folder dataset with a second test split ("ood", here the test prompts again):
+  # one fit, one report per split in its own folder, an index report with one headline per split.
+  import shutil
+
+  root = tmp_path / "data"
+  shutil.copytree(pathlib.Path(__file__).parents[1] / "docs/examples/folder_data", root)
+  shutil.copytree(root / "test", root / "ood")
+  out = tmp_path / "run"
+  config = tmp_path / "two.yaml"
+  config.write_text(f"data:\n  source: folder\n  root: {root}\n  test: [test, ood]\n"
+                    "predictor:\n  kind: ridge\n"  # one candidate: fast
+                    f"routing:\n  num_cost_weights: 10\noutput_dir: {out}\n")
+  fits = []
+  fit_predictor = pipeline.fit_predictor
+  monkeypatch.setattr(pipeline, "fit_predictor",
+                      lambda *args, **kwargs: fits.append(1) or fit_predictor(*args, **kwargs))
+  assert cli.main(["run", str(config)]) == 0
+  assert len(fits) == 1  # fitted once for both splits
+  index = (out / "report.md").read_text().splitlines()
+  headlines = [line for line in index if "default router ERP" in line]
+  assert len(headlines) == 2
+  results = {}
+  for split, line in zip(("test", "ood"), headlines):
+    assert f"]({split}/report.md)" in line
+    results[split] = json.loads((out / split / "metrics.json").read_text())
+    assert line.startswith(f"- {results[split]['headline']}")
+    # Every plot of a split has its own name, in the split's own folder.
+    assert sorted(p.name for p in (out / split).glob("*.png")) == [
+        "pred_vs_observed_ERP.png", "regret_vs_cost.png", "reward_vs_cost.png"]
+  assert not list(out.glob("*.png")) and not (out / "metrics.json").exists()
+  # One router, and the same predictions for the prompts both splits share.
+  assert (out / "router").is_dir() and not (out / "test" / "router").exists()
+  import pyarrow.parquet as pq
+  test, ood = (pq.read_table(out / s / "predictions.parquet").to_pydict() for s in ("test", "ood"))
+  assert test == ood
+  assert results["test"]["routers"]["ERP"]["frontier"] == results["ood"]["routers"]["ERP"][
+      "frontier"]
+  printed = capsys.readouterr().out
+  assert printed.count("# Routing evaluation: ") == 2
