@@ -42,7 +42,7 @@ def default_candidates() -> dict[str, object]:
 
   Five candidates keep 5-fold selection within minutes on a 2-core machine: on the RouterBench and
   LLMRouter training splits, 16 vs 64 clusters and ridge shrunk toward the global mean moved the
-  CV score by less than 0.002 (and were never best), so they are left out.
+  CV score by at most 0.0022 (and were never best), so they are left out.
   """
   return {
       "ridge": P.Ridge(),
