@@ -2,13 +2,13 @@
 report.md and PNG plots out.
 
 Every router is given as utilities `[N, M]` on one test split (ERP's are its predicted expected
-rewards) and swept over its own grid of cost weights λ (`erpjax.routing.cost_weight_grid` of its
-own utilities: a λ means nothing across utility scales, so a grid shared by routers would be
-stretched by the one with the widest scale and leave the others a few points each). The report
-adds the oracle (utilities = observed test rewards) and the single LLMs, and optionally a random
-permutation of one router's choices at every λ (same cost mix, no prompt information) and the
-chosen router at a mean-cost budget. `run` reports the chosen router with these baselines;
-`evaluate` adds the peer routers.
+rewards; what its safe rule routes on at λ = 0 comes as `at_zero`) and swept over its own grid of
+cost weights λ (`erpjax.routing.cost_weight_grid` of its own utilities: a λ means nothing across
+utility scales, so a grid shared by routers would be stretched by the one with the widest scale
+and leave the others a few points each). The report adds the oracle (utilities = observed test
+rewards) and the single LLMs, and optionally a random permutation of one router's choices at every
+λ (same cost mix, no prompt information) and the chosen router at a mean-cost budget. `run`
+reports the chosen router with these baselines; `evaluate` adds the peer routers.
 """
 
 import dataclasses
@@ -261,6 +261,7 @@ def evaluate(utilities: Mapping[str, np.ndarray], data: EvalSet, *, num_cost_wei
               ORACLE: data.rewards}
   grids = {name: cost_weight_grid(u, data.route_costs, num=num_cost_weights)
            for name, u in families.items()}
+
   def utilities_at(name, w):
     return at_zero[name] if w == 0 and name in at_zero else families[name]
 
