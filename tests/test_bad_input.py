@@ -507,3 +507,11 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_the_work(tmp_
   # sysfs refuses new folders even to root: a stand-in for a read-only file system.
   err = _refused(capsys, "run", _config(tmp_path, output_dir="/sys/kernel/erpjax_run"))
   assert "/sys/kernel/erpjax_run: cannot write there (Operation not permitted)" in err
+
+
+def test_train_rm_errors_are_messages_too(tmp_path, capsys):
+  config = tmp_path / "train_rm.yaml"
+  config.write_text("epochs: two\nlearning_rat: 0.001\n")
+  err = _refused(capsys, "train-rm", "--config", config)
+  assert f"{config}: 2 problems:" in err
+  assert "unknown key(s) ['learning_rat']" in err and "epochs: expected int, got str 'two'" in err
