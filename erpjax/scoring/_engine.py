@@ -28,7 +28,7 @@ from erpjax import sharding
 from erpjax.dtypes import Dtype, check_dtype
 from erpjax.models._hf import read_config
 from erpjax.models._registry import load_reward_model
-from erpjax.runtime import Batch, Buckets, Runner, ScoreToken, pack
+from erpjax.runtime import Batch, Buckets, Runner, ScoreToken, distributed, pack
 from erpjax.scoring._format import Formatter, formatter_for
 from erpjax.scoring._shards import ScoreFolderError, ShardStore, checkpoint_digest
 
@@ -144,7 +144,8 @@ class ScoringEngine:
       config: batching and storage options.
       score_token: "first" (encoders, [CLS]) or "last" (decoders) token of each sequence.
       name: names the model in score folders; a folder only resumes a job of the same name.
-      mesh: a ("data", "model") mesh; default: all devices, `config.model_parallel` per copy.
+      mesh: a ("data", "model") mesh; default: this process's devices, `config.model_parallel`
+        per copy.
       rules: logical axis -> mesh axis table for the parameters.
     """
     self.config = config
@@ -152,7 +153,14 @@ class ScoringEngine:
     self.score_token = score_token
     self.name = name
     self.checkpoint_sha256: str | None = None  # from_pretrained's `checkpoint_digest` of the folder
-    self.mesh = sharding.make_mesh(config.model_parallel) if mesh is None else mesh
+    # Each process of a multi-process job scores on its own devices. A mesh spanning processes
+    # would make every step one program that all processes enter together with the same batch
+    # shape, but their windows pack into different numbers and shapes of batches, and a killed
+    # process would stall the others mid-step. Scoring needs nothing from another process's
+    # items, so only the score folder is shared (and a model must fit one host's devices).
+    if mesh is None:
+      mesh = sharding.make_mesh(config.model_parallel, jax.local_devices())
+    self.mesh = mesh
     self.buckets = Buckets(config.lengths, config.tokens_per_batch, config.max_segments,
                            row_multiple=self.mesh.shape[sharding.DATA])
     # Text-pair token types go to models that take them (BERT-like encoders), not to decoders.
@@ -237,6 +245,11 @@ class ScoringEngine:
     each computed in the same batch as in an uninterrupted run. Read the result with
     `read_scores(folder)`.
 
+    In a multi-process job (`erpjax.runtime.distributed.initialize`) every process calls this
+    with all items: it scores the windows it owns (see `_windows`) into its own shards, skipping
+    ids that any process scored before, and returns once process 0 has written the manifest of
+    all shards. The scores are those of one process, bit for bit, whatever the process count.
+
     Args:
       items: (id, prompt, response) with unique ids.
       folder: the job's score folder (created if needed).
@@ -253,8 +266,13 @@ class ScoringEngine:
       seen: set[str] = set()
       duplicate = next(i for i in ids if i in seen or seen.add(i))
       raise ValueError(f"item id {duplicate!r} occurs more than once")
-    store = ShardStore(folder, self.job())
-    done = store.completed_ids()
+    process, num_processes = jax.process_index(), jax.process_count()
+    # Process 0 claims the folder and writes its manifest before the others open it.
+    store = ShardStore(folder, self.job()) if process == 0 else None
+    distributed.barrier("score folder opened")
+    if store is None:
+      store = ShardStore(folder, self.job(), process=process)
+    done = store.completed_ids()  # Every process's shards: skip what anyone finished.
     foreign = done.difference(ids)
     if foreign:
       raise ScoreFolderError(f"{folder} holds scores of {len(foreign)} ids not in this input, "
@@ -263,7 +281,7 @@ class ScoringEngine:
       distinct, copies = _group_copies(items)
     else:
       distinct, copies = items, {}
-    windows = _windows(distinct, copies, done, self.config.window)
+    windows = _windows(distinct, copies, done, self.config.window, process, num_processes)
 
     num_tokens = num_slots = num_copies = 0
     shapes: set[tuple[int, int]] = set()
@@ -286,7 +304,9 @@ class ScoringEngine:
         shard_values.clear()
         if on_shard is not None:
           on_shard(path)
+    distributed.barrier("scores written")
     store.finish(len(items))
+    distributed.barrier("score manifest written")
     return ScoringSummary(len(items), len(done), num_copies, num_tokens, num_slots,
                           time.perf_counter() - start, tuple(sorted(shapes)))
 
@@ -304,18 +324,28 @@ class ScoringEngine:
 
 
 def _windows(distinct: Sequence[ScoreItem], copies: Mapping[str, Sequence[str]], done: set[str],
-             size: int) -> list[list[ScoreItem]]:
+             size: int, process: int = 0, num_processes: int = 1) -> list[list[ScoreItem]]:
   """Which pairs this process scores, and together: the distinct pairs cut into windows of
-  `size` in input order, less those whose ids (the pair's and its copies') all have a score.
+  `size` in input order, of those windows the ones `process` owns, less the pairs whose ids (the
+  pair's and its copies') all have a score.
 
   Windows are cut from all distinct pairs, done or not, so a resumed job packs each window it
-  still has to score exactly as an uninterrupted one would. A job split over processes would
-  take its share of the windows here, by a stable key, and nowhere else.
+  still has to score exactly as an uninterrupted one would. Whole windows are shared out among
+  processes, by the stable id of their first pair (`distributed.owner`): a window packs into the
+  same batches whichever process scores it, so the scores equal one process's bit for bit (sharing
+  out single pairs would pack each into other batches, and a score's last bits depend on its
+  place in the batch), copies go with their pair, and after a restart with another process count
+  each window has one owner, who skips what any process finished.
   """
-  windows = [[item for item in distinct[i:i + size]
+  windows = []
+  for i in range(0, len(distinct), size):
+    if distributed.owner(distinct[i].id, num_processes) != process:
+      continue
+    window = [item for item in distinct[i:i + size]
               if not done.issuperset([item.id, *copies.get(item.id, ())])]
-             for i in range(0, len(distinct), size)]
-  return [window for window in windows if window]
+    if window:
+      windows.append(window)
+  return windows
 
 
 def _group_copies(items: Sequence[ScoreItem]

@@ -5,12 +5,18 @@ A scoring job writes into one folder:
                           dtype, ...) and its shards so far
   scores-000000.parquet   columns `id` (string) and `score` (float32; a fixed-size list of
   scores-000001.parquet   float32 when the model has several labels), one row per scored item
+  scores-000002-1.parquet  (a shard of process 1 of a multi-process job)
 Each file is written under a temporary name and renamed (`erpjax.files.atomic_write`), so a shard
 either exists whole or not at all, whenever the process dies. The shard files are the record of
 what is done; the manifest describes the job and is rewritten after each shard. A restarted job
 reads the ids of the existing shards and scores only the others. A job never adds to a folder of
 another job: a retrained reward model at the same path has another checkpoint digest, so its
 scores are refused there (with the reason) rather than mixed with the old weights' scores.
+
+In a multi-process job every process writes its own shards (process p > 0 names them with a "-p"
+suffix, so no two processes ever pick one name) and reads everyone's as the record. Only process 0
+claims the folder, cleans it and writes the manifest: it opens the store first, the others after
+a barrier, and it writes the complete manifest in `finish` after every process's last shard.
 """
 
 from __future__ import annotations
@@ -88,6 +94,11 @@ def _shard_files(folder: pathlib.Path) -> list[pathlib.Path]:
   return sorted(folder.glob(f"{SHARD_PREFIX}*.parquet"))
 
 
+def _shard_index(name: str) -> int:
+  """The index of a shard file: 12 for "scores-000012.parquet" and "scores-000012-3.parquet"."""
+  return int(name[len(SHARD_PREFIX):].partition(".")[0].partition("-")[0])
+
+
 def _read_manifest(folder: pathlib.Path) -> dict[str, Any] | None:
   path = folder / MANIFEST
   if not path.is_file():
@@ -101,26 +112,32 @@ def _read_manifest(folder: pathlib.Path) -> dict[str, Any] | None:
 class ShardStore:
   """The score shards of one job in `folder`, opened for writing (and resuming)."""
 
-  def __init__(self, folder: str | os.PathLike[str], job: Mapping[str, Any]):
+  def __init__(self, folder: str | os.PathLike[str], job: Mapping[str, Any], *, process: int = 0):
     """Opens `folder` for `job`, a JSON-serializable description that must match on resume.
+
+    `process` > 0: a process of a multi-process job, opening the folder after process 0 did (it
+    only reads the manifest and writes its own shards).
 
     Raises:
       ScoreFolderError: the folder holds scores of a different job.
     """
     self.folder = pathlib.Path(folder)
     self.job = json.loads(json.dumps(dict(job)))  # As read back from the manifest.
+    self.process = process
     manifest = _read_manifest(self.folder) if self.folder.is_dir() else None
     shards = _shard_files(self.folder) if self.folder.is_dir() else []
-    if manifest is None and shards:
-      raise ScoreFolderError(f"{self.folder} holds score shards but no {MANIFEST}")
+    if manifest is None and (shards or process > 0):
+      raise ScoreFolderError(f"{self.folder} holds score shards but no {MANIFEST}" if shards else
+                             f"{self.folder}: no {MANIFEST}; process 0 must open the folder first")
     if manifest is None:  # A new job: only into a new, empty or erpjax score folder.
       claim_output_dir(self.folder, "scores")
     elif manifest["job"] != self.job:
       raise ScoreFolderError(_other_job(self.folder, manifest["job"], self.job))
-    # Leftovers of writes killed before their rename (atomic_write's ".<name>.*.tmp" files).
-    for pattern in (f".{SHARD_PREFIX}*.tmp", f".{MANIFEST}.*.tmp"):
-      for stale in self.folder.glob(pattern):
-        stale.unlink()
+    if process == 0:
+      # Leftovers of writes killed before their rename (atomic_write's ".<name>.*.tmp" files).
+      for pattern in (f".{SHARD_PREFIX}*.tmp", f".{MANIFEST}.*.tmp"):
+        for stale in self.folder.glob(pattern):
+          stale.unlink()
     self._shards = [p.name for p in shards]
     self._num_scores = sum(pq.read_metadata(p).num_rows for p in shards)
     self._write_manifest(num_items=None)
@@ -137,9 +154,9 @@ class ShardStore:
     values = np.asarray(values, np.float32)
     if values.ndim != 2 or values.shape[0] != len(ids):
       raise ValueError(f"values of shape {values.shape} for {len(ids)} ids; expected [n, L]")
-    index = 1 + max((int(name[len(SHARD_PREFIX):-len(".parquet")]) for name in self._shards),
-                    default=-1)
-    path = self.folder / f"{SHARD_PREFIX}{index:06d}.parquet"
+    index = 1 + max((_shard_index(name) for name in self._shards), default=-1)
+    suffix = f"-{self.process}" if self.process else ""
+    path = self.folder / f"{SHARD_PREFIX}{index:06d}{suffix}.parquet"
     table = pa.table({"id": pa.array(list(ids), pa.string()), "score": _score_column(values)})
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     self._shards.append(path.name)
@@ -148,12 +165,18 @@ class ShardStore:
     return path
 
   def finish(self, num_items: int) -> None:
-    """Marks the job complete: the shards hold all `num_items` input ids."""
+    """Marks the job complete: the shards hold all `num_items` input ids (in a multi-process job,
+    call it once every process has written its last shard)."""
+    shards = _shard_files(self.folder)  # Every process's, not only the ones this store wrote.
+    self._shards = [p.name for p in shards]
+    self._num_scores = sum(pq.read_metadata(p).num_rows for p in shards)
     if self._num_scores != num_items:
       raise ScoreFolderError(f"{self.folder}: {self._num_scores} scores for {num_items} items")
     self._write_manifest(num_items=num_items)
 
   def _write_manifest(self, num_items: int | None) -> None:
+    if self.process > 0:  # Process 0 alone writes it: concurrent writers would race.
+      return
     manifest = {
         "format": FORMAT,
         "job": self.job,
@@ -170,8 +193,8 @@ def _other_job(folder: pathlib.Path, found: Mapping[str, Any], wanted: Mapping[s
   changes = "; ".join(f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now" for k in differ)
   reason = ("the reward model's checkpoint files have changed since (retrained or replaced at the "
             "same path), " if differ == ["checkpoint_sha256"] else "")
-  return (f"{folder} holds scores of another scoring job: {reason}{changes}. Scores of different "
-          "jobs are never mixed: use a new score folder (or delete this one) to score again.")
+  return (f"{folder} holds scores of another job: {reason}{changes}. Scores of different jobs "
+          "are never mixed: use a new score folder (or delete this one) to score again.")
 
 
 def _score_column(values: np.ndarray) -> pa.Array:
