@@ -5,7 +5,6 @@ tuned XLA formulation (default), the float32 reference, `jax.nn.dot_product_atte
 cuDNN), or a Pallas flash-attention kernel.
 """
 
-from erpjax_kernels.attention._api import DIFFERENTIABLE as DIFFERENTIABLE
 from erpjax_kernels.attention._api import IMPLEMENTATIONS as IMPLEMENTATIONS
 from erpjax_kernels.attention._api import Implementation as Implementation
 from erpjax_kernels.attention._api import check_implementation as check_implementation

@@ -13,8 +13,6 @@ from erpjax_kernels.attention._xla import attention_xla
 
 Implementation = Literal["xla", "reference", "jax_nn", "cudnn", "pallas"]
 IMPLEMENTATIONS: tuple[str, ...] = ("xla", "reference", "jax_nn", "cudnn", "pallas")
-# Plain jnp: differentiable, so models can be trained through them.
-DIFFERENTIABLE: tuple[str, ...] = ("xla", "reference", "jax_nn")
 
 # Implementations that take the [B, 1, T, S] visibility mask (built by broadcasting inside jit).
 _DENSE = {
@@ -65,14 +63,15 @@ def dot_product_attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Arra
       relative-position terms). Dense implementations only: a fused kernel cannot take an
       O(T * S) input without losing its point.
     implementation:
-      "xla": tuned for XLA:CPU (the default; differentiable);
-      "reference": textbook jnp in float32 (differentiable);
+      "xla": tuned for XLA:CPU (the default);
+      "reference": textbook jnp in float32;
       "jax_nn": `jax.nn.dot_product_attention` on its XLA path;
       "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, cuDNN's fused kernel
         (NVIDIA GPUs, float16/bfloat16; JAX raises elsewhere);
       "pallas": a Pallas flash-attention kernel (Triton on GPU, interpreted on CPU; forward only,
         no [T, S] array at all; see `attention_pallas`).
-      The dense ones build a [B, 1, T, S] bool mask by broadcasting the ids inside jit.
+      The dense ones build a [B, 1, T, S] bool mask by broadcasting the ids inside jit. All but
+      "pallas" are differentiable: training goes through them.
 
   Returns:
     [B, T, N, H] in the dtype of `q_btnh`. Query rows that see no key (padding) are finite
