@@ -11,6 +11,7 @@ from erpjax.models.deberta import load_deberta_v2 as load_deberta_v2
 
 # Decoder reward models (Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2); importing registers them.
 from erpjax.models.decoder import DecoderConfig as DecoderConfig
+from erpjax.models.decoder import DecoderModel as DecoderModel
 from erpjax.models.decoder import DecoderRewardModel as DecoderRewardModel
 from erpjax.models.decoder import last_token_index as last_token_index
 from erpjax.models.decoder import load_decoder_reward_model as load_decoder_reward_model
