@@ -386,3 +386,15 @@ def test_predictor_choice_never_reads_the_test_split(monkeypatch):
   assert scores(dirty.cv_table) == scores(clean.cv_table)
   np.testing.assert_array_equal(dirty.test_predicted, clean.test_predicted)
   assert set(clean.candidates) == {row.name for row in clean.cv_table}
+
+
+def test_predictor_specs_round_trip_and_refuse_unknown_options():
+  from erpjax.routing import predictor_from_spec
+  from erpjax.routing._predictors import spec
+
+  shrunk = Shrunk(KNN(k=7), SoftCluster(clusters=4, temperature=0.1), 0.25)
+  assert predictor_from_spec(json.loads(json.dumps(spec(shrunk)))) == shrunk
+  with pytest.raises(ValueError, match=r"predictor 'knn': unknown option\(s\) \['kk'\]"):
+    predictor_from_spec({"kind": "knn", "kk": 3})
+  with pytest.raises(ValueError, match="unknown predictor kind 'forest'"):
+    predictor_from_spec({"kind": "forest"})
