@@ -196,6 +196,8 @@ def cmd_route(args) -> int:
 def cmd_score(args) -> int:
   """Scores every response of a dataset folder with a reward model; writes the dataset with it
   added as one more reward model."""
+  import jax
+
   from erpjax import data, files
   from erpjax.runtime import bucket_lengths
   from erpjax.scoring import ScoringConfig, ScoringEngine, score_dataset
@@ -209,7 +211,8 @@ def cmd_score(args) -> int:
                          dedupe=not args.no_dedupe)
   engine = ScoringEngine.from_pretrained(args.model, config)
   scored, summary = score_dataset(dataset, engine, scores, name=args.name)
-  data.write_dataset(scored, output)
+  if jax.process_index() == 0:  # Every process of a multi-process run holds all scores.
+    data.write_dataset(scored, output)
   print(f"{summary.num_items} responses: {summary.num_skipped} scored by an earlier run, "
         f"{summary.num_copies} copies of another, {summary.num_tokens:,} tokens run in "
         f"{summary.seconds:.1f} s ({summary.tokens_per_s:,.0f}/s)")
@@ -240,7 +243,12 @@ def _encoder_args(parser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog="erpjax", description="Expected reward prediction and cost-aware model routing in JAX.")
+      prog="erpjax", description="Expected reward prediction and cost-aware model routing in JAX.",
+      epilog="Multi-process runs (erpjax.runtime.distributed): start the same command on every "
+      "process with ERPJAX_COORDINATOR=host:port (of process 0), ERPJAX_NUM_PROCESSES and "
+      "ERPJAX_PROCESS_ID, or ERPJAX_DISTRIBUTED=auto on a multi-host TPU slice; Slurm steps, "
+      "mpirun and GKE TPU pods are detected without it. Scoring then splits its windows "
+      "among the processes.")
   parser.add_argument(*GLOBAL_FLAGS, action="store_true",
                       help="log debug messages; on an error, print its traceback too")
   sub = parser.add_subparsers(dest="command", required=True)
@@ -356,6 +364,10 @@ def _call(command: str, work: Callable[[], int], verbose: bool) -> int:
   # orbax logs every checkpoint step through absl at INFO; keep the CLI's output readable.
   logging.getLogger("absl").setLevel(logging.DEBUG if verbose else logging.WARNING)
   try:
+    from erpjax.runtime import distributed
+
+    # Before any JAX work. One process: nothing happens; a multi-process run: see the epilog.
+    distributed.initialize()
     return work()
   except KeyboardInterrupt:
     print(f"erpjax {command}: interrupted", file=sys.stderr)
