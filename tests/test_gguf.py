@@ -10,6 +10,7 @@ import pytest
 
 gguf = pytest.importorskip("gguf", reason="GGUF tests need the `gguf` package (test extra)")
 
+from erpjax.encode import ChatTokenizer  # noqa: E402
 from erpjax.models import gguf as erp_gguf  # noqa: E402
 
 QK_K = 256
@@ -196,13 +197,16 @@ def test_smollm2_matches_transformers(smollm2):
   from erpjax.models.decoder import positions_from_segments
 
   model, _, tokenizer, ref_model, ref_tokenizer = smollm2
-  messages = [[{"role": "user", "content": p}] for p in PROMPTS]
-  ids = [tokenizer(tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
-                   add_special_tokens=False)["input_ids"] for m in messages]
-  for m, x in zip(messages, ids):
-    expected = ref_tokenizer.apply_chat_template(m, tokenize=True, add_generation_prompt=True,
+  chat = ChatTokenizer(tokenizer, max_length=64)
+  ids = chat(PROMPTS)
+  for prompt, x in zip(PROMPTS, ids):
+    expected = ref_tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                 tokenize=True, add_generation_prompt=True,
                                                  return_dict=True)["input_ids"]
     assert x == list(expected)
+  # A prompt too long for max_length loses the end of its text, not the template's tail.
+  (long,) = chat([" ".join(["word"] * 200)])
+  assert len(long) == 64 and long[-5:] == ids[0][-5:]
   # One right-padded batch: padding must not leak into real tokens.
   width = max(map(len, ids))
   tokens = np.zeros((len(ids), width), np.int32)
