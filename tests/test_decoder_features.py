@@ -2,6 +2,8 @@
 prompts equal to each prompt run alone, identifier and on-disk cache. A tiny random decoder and a
 word-level tokenizer stand in for a real LLM (tests/test_gguf.py covers SmolLM2)."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -136,3 +138,30 @@ def test_identifier_and_cache(featurizer_parts, tmp_path):
     make((1, 4), "last")
   with pytest.raises(ValueError, match="pooling"):
     make((1,), "max")
+
+
+def test_hf_causal_lm_folder_loads_as_trunk(featurizer_parts, tmp_path):
+  """A `*ForCausalLM` folder (no score head, an LM head that is ignored) loads into the trunk with
+  its tokenizer and chat template."""
+  from erpjax.encode._decoder_features import load_decoder, trunk_key_map
+  from erpjax.models import _hf
+
+  model, hf = featurizer_parts
+  tensors = _hf.export_state(model, trunk_key_map(CONFIG))
+  tensors["lm_head.weight"] = np.zeros((CONFIG.vocab_size, CONFIG.embed_dim), np.float32)
+  config = dict(model_type="llama", architectures=["LlamaForCausalLM"],
+                vocab_size=CONFIG.vocab_size, hidden_size=CONFIG.embed_dim,
+                intermediate_size=CONFIG.mlp_dim, num_hidden_layers=CONFIG.num_layers,
+                num_attention_heads=CONFIG.num_heads, num_key_value_heads=CONFIG.num_kv_heads,
+                head_dim=CONFIG.head_dim, rms_norm_eps=CONFIG.norm_eps,
+                rope_theta=CONFIG.rope.theta, max_position_embeddings=64)
+  _hf.write_safetensors(tensors, tmp_path)
+  (tmp_path / _hf.CONFIG_FILE).write_text(json.dumps(config))
+  hf.save_pretrained(tmp_path)
+  loaded, tokenizer, name, files, context_length = load_decoder(tmp_path)
+  assert context_length == 64 and name == tmp_path.name
+  assert (tmp_path / "model.safetensors") in files
+  for (path, a), (_, b) in zip(nnx.to_flat_state(nnx.state(model)),
+                               nnx.to_flat_state(nnx.state(loaded))):
+    np.testing.assert_array_equal(a.get_value(), b.get_value(), err_msg=str(path))
+  assert ChatTokenizer(tokenizer, 16)(["w1 w2"]) == ChatTokenizer(hf, 16)(["w1 w2"])
