@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import os
 import pathlib
@@ -21,10 +22,16 @@ log = logging.getLogger("erpjax")
 
 def _check_before_work(config, router_dir: pathlib.Path | None) -> None:
   """Fails now, not after the work, on outputs that cannot be written: a run folder holding other
-  files or unwritable, a --router folder of someone else's files, a read-only embedding cache."""
+  files or unwritable, a --router folder of someone else's files, a read-only embedding cache, a
+  model folder (encoder.path, rewards.model) that does not exist."""
   from erpjax import files, paths
 
-  # Checks that write nothing first, so that a refusal leaves no trace.
+  # Checks that write nothing first, so that a refusal leaves no trace. The models are read only
+  # after the data (and the encoder after all scoring): a mistyped path must fail now.
+  for field, path in (("encoder.path", config.encoder.path),
+                      ("rewards.model", config.rewards.model if config.rewards else None)):
+    if path is not None and not pathlib.Path(path).exists():
+      raise FileNotFoundError(errno.ENOENT, f"{field} not found", path)
   files.check_output_dir(config.output_dir, "run")
   if router_dir is not None:
     files.check_output_dir(router_dir, "router")

@@ -515,3 +515,12 @@ def test_train_rm_errors_are_messages_too(tmp_path, capsys):
   err = _refused(capsys, "train-rm", "--config", config)
   assert f"{config}: 2 problems:" in err
   assert "unknown key(s) ['learning_rat']" in err and "epochs: expected int, got str 'two'" in err
+
+
+def test_a_missing_model_folder_is_refused_before_the_work(tmp_path, capsys):
+  # The encoder loads after the data and after all scoring: a typo must not cost that work.
+  err = _refused(capsys, "run", _config(tmp_path, encoder={"path": str(tmp_path / "no_encoder")}))
+  assert f"{tmp_path / 'no_encoder'}: encoder.path not found" in err
+  err = _refused(capsys, "run", _config(tmp_path, rewards={"model": str(tmp_path / "no_rm")}))
+  assert f"{tmp_path / 'no_rm'}: rewards.model not found" in err
+  assert not (tmp_path / "run").exists()
