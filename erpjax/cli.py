@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
   def add(name: str, **kwargs) -> argparse.ArgumentParser:
     return sub.add_parser(name, parents=[flags], **kwargs)
 
-  p = add("demo", help="the whole job on a seeded synthetic benchmark (~1 min)")
+  p = add("demo", help="the whole job on a seeded synthetic benchmark (~1 min on 2 CPU cores)")
   p.add_argument("--output-dir", default="runs/demo")
   p.add_argument("--num-train", type=int, default=1200)
   p.add_argument("--num-test", type=int, default=400)
