@@ -224,3 +224,68 @@ def test_smollm2_matches_transformers(smollm2):
       got = hidden[j, i, :len(x)]
       error = np.linalg.norm(got - expected, axis=-1) / np.linalg.norm(expected, axis=-1)
       assert error.max() < 1e-4, (PROMPTS[i], layer, error.max())
+
+
+# ------------------------------------------------------------------------------------------------
+# A tiny file written here: names, q/k permutation and metadata, without the real model.
+
+# transformers Llama tensor -> llama.cpp's name (convert_hf_to_gguf.py's tensor map).
+_GGUF_NAMES = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
+               "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+               "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+
+
+def _write_tiny_llama(path, config, hf_tensors, architecture="llama"):
+  writer = gguf.GGUFWriter(str(path), architecture)
+  writer.add_block_count(config.num_layers)
+  writer.add_context_length(64)
+  writer.add_embedding_length(config.embed_dim)
+  writer.add_feed_forward_length(config.mlp_dim)
+  writer.add_head_count(config.num_heads)
+  writer.add_head_count_kv(config.num_kv_heads)
+  writer.add_rope_freq_base(config.rope.theta)
+  writer.add_layer_norm_rms_eps(config.norm_eps)
+  writer.add_vocab_size(config.vocab_size)
+  for key, value in hf_tensors.items():
+    if key == "model.embed_tokens.weight":
+      name = "token_embd.weight"
+    elif key == "model.norm.weight":
+      name = "output_norm.weight"
+    else:
+      _, _, layer, rest = key.split(".", 3)
+      module = rest.removesuffix(".weight")
+      name = f"blk.{layer}.{_GGUF_NAMES[module]}.weight"
+      # llama.cpp's converter permutes q/k rows for its interleaved RoPE.
+      if module == "self_attn.q_proj":
+        value = erp_gguf._rope_permute(config.num_heads, value)
+      elif module == "self_attn.k_proj":
+        value = erp_gguf._rope_permute(config.num_kv_heads, value)
+    writer.add_tensor(name, np.ascontiguousarray(value, np.float32))
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
+
+
+def test_tiny_gguf_llama_loads_exactly(tmp_path):
+  from flax import nnx
+
+  from erpjax.encode._decoder_features import trunk_key_map
+  from erpjax.models import _hf
+  from erpjax.models.decoder import DecoderConfig, DecoderModel
+
+  config = DecoderConfig(vocab_size=50, embed_dim=16, mlp_dim=32, num_layers=2, num_heads=4,
+                         num_kv_heads=2, head_dim=4, norm_eps=2.0 ** -16)  # float32 in GGUF
+  model = DecoderModel(config, rngs=nnx.Rngs(0))
+  hf_tensors = _hf.export_state(model, trunk_key_map(config))
+  _write_tiny_llama(tmp_path / "tiny.gguf", config, hf_tensors)
+  loaded, info = erp_gguf.load_gguf_decoder(tmp_path / "tiny.gguf")
+  assert loaded.config == config and info.context_length == 64
+  for (path, a), (_, b) in zip(nnx.to_flat_state(nnx.state(model)),
+                               nnx.to_flat_state(nnx.state(loaded))):
+    np.testing.assert_array_equal(a.get_value(), b.get_value(), err_msg=str(path))
+
+  _write_tiny_llama(tmp_path / "other.gguf", config, hf_tensors, architecture="gpt2")
+  with pytest.raises(ValueError, match="architecture 'gpt2' is not supported"):
+    erp_gguf.load_gguf_decoder(tmp_path / "other.gguf")
