@@ -263,6 +263,11 @@ def feature_chunks(folder: str | os.PathLike[str], *, batch_size: int = 4096,
   """
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+  import grain
+
   _, records = open_records(folder, kind="features")
   dataset = records[shard_index::shard_count].batch(batch_size, batch_fn=_stack)
-  return iter(dataset.to_iter_dataset())
+  # grain reads ahead 500 elements by default: 500 chunks would hold most of a large folder in
+  # memory. Two chunks in flight keep the reader busy while the caller works on one.
+  read = grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)
+  return iter(dataset.to_iter_dataset(read))
