@@ -49,6 +49,17 @@ def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_parts_mb() -> dict[str, float]:
+  """This process's resident memory now, split into anonymous memory (what it holds) and mapped
+  file pages (page cache the kernel may drop, e.g. of files read through mmap)."""
+  parts = {}
+  for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+    if line.startswith(("RssAnon:", "RssFile:")):
+      name, value, _ = line.split()
+      parts[name.rstrip(":").lower() + "_mb"] = int(value) / 1024
+  return parts
+
+
 def _stage(name: str, folder: pathlib.Path, n: int, m: int) -> dict:
   """Runs one stage in this process; returns its seconds and this process's peak RSS."""
   from erpjax.data import RewardSamples, RoutingDataset, _records
@@ -82,7 +93,7 @@ def _stage(name: str, folder: pathlib.Path, n: int, m: int) -> dict:
     estimate_expected_rewards(data)
   else:
     raise ValueError(f"unknown stage {name!r}")
-  return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb()}
+  return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), **_rss_parts_mb()}
 
 
 def _run_stage(name: str, folder: pathlib.Path, n: int, m: int) -> dict:
@@ -129,14 +140,16 @@ def main() -> None:
       for stage in args.stages:
         row = _run_stage(stage, folder, n, m)
         results.setdefault(f"{stage}/M={m}", {})[n] = row
-        print(f"  {stage:8s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mb']:7.0f} MB",
-              flush=True)
+        print(f"  {stage:8s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mb']:7.0f} MB  "
+              f"(at the end: anonymous {row['rssanon_mb']:.0f} MB, file pages "
+              f"{row['rssfile_mb']:.0f} MB)", flush=True)
   summary = {"dim": args.dim, "sizes": args.sizes, "stages": {}}
   for key, rows in results.items():
     sizes = sorted(rows)
     summary["stages"][key] = {
         "seconds": [round(rows[n]["seconds"], 3) for n in sizes],
         "peak_rss_mb": [round(rows[n]["peak_rss_mb"]) for n in sizes],
+        "end_anon_mb": [round(rows[n]["rssanon_mb"]) for n in sizes],
         "time_exponent": round(_slope(sizes, [rows[n]["seconds"] for n in sizes]), 3)
         if len(sizes) > 1 else None,
         "rss_exponent": round(_slope(sizes, [rows[n]["peak_rss_mb"] for n in sizes]), 3)
