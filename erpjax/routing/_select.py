@@ -25,8 +25,7 @@ import numpy as np
 from erpjax.routing import _predictors as P
 from erpjax.routing._router import (
     ERPRouter,
-    RouterSpec,
-    build_router,
+    fit_router,
     route,
     safe_utilities,
     standardization,
@@ -213,13 +212,11 @@ def fit_selected_router(
   chosen = max(rows, key=lambda r: r.score).name  # first of equals: candidate order
 
   start = time.perf_counter()
-  routers = {}
-  for name, predictor in candidates.items():
-    spec = RouterSpec(llms=tuple(llms), encoder=encoder, reward_model=reward_model,
-                      embedding_dim=x.shape[1], predictor=P.spec_json(predictor),
-                      standardize=standardize, default_llm=default if safe else None)
-    routers[name] = build_router(spec, predictor.fit(features, y), costs, feature_mean=mean,
-                                 feature_scale=scale, margins=margins[name])
+  routers = {
+      name: fit_router(x, y, costs, llms=llms, encoder=encoder, reward_model=reward_model,
+                       standardize=standardize, predictor=predictor, margins=margins[name],
+                       default_llm=default if safe else None)
+      for name, predictor in candidates.items()}
   selection = Selection(chosen, tuple(rows), routers, default,
                         float(scored_rewards[:, default].mean()), cv_seconds,
                         time.perf_counter() - start)
