@@ -2,15 +2,15 @@
 two real CPU processes on localhost (JAX's gloo collectives) that psum across each other and fit
 ridge heads from their own shares of the rows, equal to one process's fit."""
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+from _processes import finish, free_port
 
 from erpjax.routing._ridge import fit_ridge_heads
 from erpjax.runtime import distributed
@@ -100,12 +100,6 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_psum_and_fit_ridge_heads_like_one(tmp_path):
   rng = np.random.default_rng(0)
   x = (2.0 + rng.normal(size=(600, 8))).astype(np.float32)
@@ -113,7 +107,7 @@ def test_two_processes_psum_and_fit_ridge_heads_like_one(tmp_path):
   y[rng.random(600) < 0.3, 2] = np.nan  # A head with its own prompts: groups split across both.
   np.savez(tmp_path / "data.npz", x=x, y=y, ids=np.array([f"prompt-{i}" for i in range(600)]))
   (tmp_path / "worker.py").write_text(_WORKER)
-  port = _free_port()
+  port = free_port()
   procs = []
   for p in range(2):
     env = dict(os.environ, ERPJAX_COORDINATOR=f"localhost:{port}", ERPJAX_NUM_PROCESSES="2",
@@ -122,16 +116,7 @@ def test_two_processes_psum_and_fit_ridge_heads_like_one(tmp_path):
     procs.append(subprocess.Popen([sys.executable, str(tmp_path / "worker.py"),
                                    str(tmp_path / "data.npz"), str(tmp_path)], env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-  outputs = []
-  try:
-    for proc in procs:
-      out, err = proc.communicate(timeout=120)
-      assert proc.returncode == 0, err[-3000:]
-      outputs.append(json.loads(out.strip().splitlines()[-1]))
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
+  outputs = finish(procs, timeout=120)
   for p, out in enumerate(outputs):
     assert out["info"] == [p, 2, "explicit"]
     assert (out["devices"], out["local_devices"]) == (4, 2)

@@ -15,13 +15,13 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+from _processes import finish, free_port
 
 NUM_PROMPTS = 48
 NUM_LLMS = 3
@@ -151,12 +151,6 @@ def _gloo_missing() -> bool:
   return not hasattr(_jax, "make_gloo_tcp_collectives")
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def start(folder: pathlib.Path, delays: list[float], fit: bool = False) -> list[subprocess.Popen]:
   """Starts one worker per entry of `delays` (one process, or a run of several on localhost)."""
   # 2 CPU devices per process: each scores on a 2-device mesh, the reference too (same batches).
@@ -164,7 +158,7 @@ def start(folder: pathlib.Path, delays: list[float], fit: bool = False) -> list[
              JAX_PLATFORMS="cpu")
   for name in ("ERPJAX_COORDINATOR", "ERPJAX_NUM_PROCESSES", "ERPJAX_PROCESS_ID"):
     env.pop(name, None)
-  coordinator = f"localhost:{_free_port()}"
+  coordinator = f"localhost:{free_port()}"
   processes = []
   for p, delay in enumerate(delays):
     if len(delays) > 1:
@@ -174,20 +168,6 @@ def start(folder: pathlib.Path, delays: list[float], fit: bool = False) -> list[
         [sys.executable, __file__, str(folder), str(delay), *(["fit"] if fit else [])],
         env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   return processes
-
-
-def finish(processes: list[subprocess.Popen]) -> list[dict]:
-  results = []
-  try:
-    for process in processes:
-      out, err = process.communicate(timeout=240)
-      assert process.returncode == 0, err[-3000:]
-      results.append(json.loads(out.strip().splitlines()[-1]))
-  finally:
-    for process in processes:
-      if process.poll() is None:
-        process.kill()
-  return results
 
 
 def shards(folder: pathlib.Path, suffix: str = "") -> list[pathlib.Path]:
@@ -229,8 +209,8 @@ def test_two_processes_score_and_fit_like_one_through_kills_and_restarts(tmp_pat
   assert set(after_two.ids) < set(after_one.ids) and not after_one.complete
 
   # Both restarted: each skips what any earlier process finished and scores its windows' rest.
-  results = finish(start(job, [0.0, 0.0], fit=True))
-  (want,) = finish(reference)
+  results = finish(start(job, [0.0, 0.0], fit=True), timeout=240)
+  (want,) = finish(reference, timeout=240)
   assert [r["process"] for r in results] == [0, 1]
   assert all(r["num_skipped"] == len(after_one) for r in results)
   assert want["num_skipped"] == 0
