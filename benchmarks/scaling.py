@@ -1,8 +1,8 @@
 """How time and peak memory grow with the work: estimate, fit (with penalty selection) and route.
 
 For each N (prompts) and M (LLMs), synthetic D-dim prompt features and expected rewards are
-written once as an ArrayRecord "features" folder (`erpjax.data._records`); then each stage runs in
-a fresh Python process, so its peak RSS (getrusage maxrss) is its own:
+written once as an ArrayRecord "features" folder (`erpjax.data.write_features`); then each stage
+runs in a fresh Python process, so its peak RSS (getrusage maxrss) is its own:
 
 - estimate: `estimate_expected_rewards` over N x M reward samples (K = 1) of an in-memory
   `RoutingDataset` (this stage holds its samples in memory: its RSS grows with N x M);
@@ -62,22 +62,23 @@ def _rss_parts_mb() -> dict[str, float]:
 
 def _stage(name: str, folder: pathlib.Path, n: int, m: int) -> dict:
   """Runs one stage in this process; returns its seconds and this process's peak RSS."""
-  from erpjax.data import RewardSamples, RoutingDataset, _records
+  from erpjax import data
+  from erpjax.data import RewardSamples, RoutingDataset
   from erpjax.estimate import estimate_expected_rewards
   from erpjax.routing import route
   from erpjax.routing._ridge_stats import fit_ridge_streamed
 
   start = time.perf_counter()  # imports are not the stage's work; compiling is
   if name == "fit":
-    manifest = _records.read_manifest(folder)
-    chunks = ((c.features, c.rewards) for c in _records.feature_chunks(folder, batch_size=CHUNK))
+    manifest = data.read_manifest(folder)
+    chunks = ((c.features, c.rewards) for c in data.feature_chunks(folder, batch_size=CHUNK))
     fit = fit_ridge_streamed(chunks, manifest["meta"]["dim"], m)
     np.savez(folder.parent / f"router-{n}-{m}.npz", weights=fit.weights, bias=fit.bias)
   elif name == "route":
     router = np.load(folder.parent / f"router-{n}-{m}.npz", allow_pickle=False)
     costs = np.linspace(0.1, 1.0, m)
     counts = np.zeros(m, np.int64)
-    for chunk in _records.feature_chunks(folder, batch_size=CHUNK):
+    for chunk in data.feature_chunks(folder, batch_size=CHUNK):
       predicted = chunk.features @ router["weights"] + router["bias"]
       counts += np.bincount(np.asarray(route(predicted, costs, 0.1)), minlength=m)
     assert counts.sum() == n
@@ -85,12 +86,12 @@ def _stage(name: str, folder: pathlib.Path, n: int, m: int) -> dict:
     rng = np.random.default_rng(0)
     samples = RewardSamples.build(np.repeat(np.arange(n), m), np.tile(np.arange(m), n),
                                   rng.random(n * m))
-    data = RoutingDataset(
+    dataset = RoutingDataset(
         name="scaling", prompt_ids=tuple(f"p{i}" for i in range(n)), prompts=("x",) * n,
         categories=(None,) * n, llms=tuple(f"llm{j}" for j in range(m)),
         costs=np.linspace(0.1, 1.0, m), reward_models=("reward",), samples=samples)
     start = time.perf_counter()  # building the synthetic dataset is not the stage
-    estimate_expected_rewards(data)
+    estimate_expected_rewards(dataset)
   else:
     raise ValueError(f"unknown stage {name!r}")
   return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), **_rss_parts_mb()}
@@ -125,7 +126,7 @@ def main() -> None:
     print(json.dumps(_stage(args.stage, args.folder, args.n, args.m)))
     return
 
-  from erpjax.data import _records
+  from erpjax import data
 
   workdir = args.workdir or pathlib.Path(tempfile.mkdtemp(prefix="erpjax-scaling-"))
   results: dict = {}
@@ -134,7 +135,7 @@ def main() -> None:
       folder = workdir / f"features-{n}-{m}"
       start = time.perf_counter()
       if not folder.exists():
-        _records.write_features(folder, _features(n, m, args.dim), llms=[f"llm{j}" for j in
+        data.write_features(folder, _features(n, m, args.dim), llms=[f"llm{j}" for j in
                                                                          range(m)], num_shards=4)
       print(f"M={m} N={n}: records written in {time.perf_counter() - start:.1f} s", flush=True)
       for stage in args.stages:

@@ -230,11 +230,10 @@ def cmd_score(args) -> int:
 def cmd_convert(args) -> int:
   """Writes a dataset folder's samples as ArrayRecord records, read by index and streamed."""
   from erpjax import data, files
-  from erpjax.data import _records
 
   files.check_output_dir(args.output, "records")  # before reading a large input
   dataset = data.read_dataset(args.input)
-  folder = _records.write_samples(dataset, args.output, num_shards=args.shards)
+  folder = data.write_samples(dataset, args.output, num_shards=args.shards)
   print(f"wrote {len(dataset.samples)} samples of {dataset.num_prompts} prompts and "
         f"{dataset.num_llms} LLMs as {args.shards} ArrayRecord shard(s) to {folder}")
   return 0

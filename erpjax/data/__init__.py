@@ -12,6 +12,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "_schema": ("RewardSamples", "RoutingDataset"),
     # Reading and writing the on-disk format (docs/data_format.md).
     "_io": ("load_folder", "read_dataset", "read_prompts", "write_dataset"),
+    # ArrayRecord records: samples for scoring, features streamed to fitting (grain).
+    "_records": ("FeatureChunk", "feature_chunks", "read_manifest", "read_samples",
+                 "write_features", "write_samples"),
     # Train/test overlap and prompt text handling.
     "_splits": ("Overlap", "drop_overlap", "find_overlap"),
     "_text": ("keep_tail", "normalize_text", "shared_prefix", "strip_prefix"),
