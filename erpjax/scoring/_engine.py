@@ -235,6 +235,7 @@ class ScoringEngine:
       folder: str | os.PathLike[str],
       *,
       on_shard: Callable[[pathlib.Path], None] | None = None,
+      split_among_processes: bool = True,
   ) -> ScoringSummary:
     """Scores `items` into Parquet shards in `folder`, skipping ids already scored there.
 
@@ -249,6 +250,8 @@ class ScoringEngine:
     with all items: it scores the windows it owns (see `_windows`) into its own shards, skipping
     ids that any process scored before, and returns once process 0 has written the manifest of
     all shards. The scores are those of one process, bit for bit, whatever the process count.
+    With `split_among_processes=False` this process scores all of `items` alone into a `folder`
+    that no other process touches (`erpjax.streamed` gives each process its own record shards).
 
     Args:
       items: (id, prompt, response) with unique ids.
@@ -266,10 +269,12 @@ class ScoringEngine:
       seen: set[str] = set()
       duplicate = next(i for i in ids if i in seen or seen.add(i))
       raise ValueError(f"item id {duplicate!r} occurs more than once")
-    process, num_processes = jax.process_index(), jax.process_count()
+    process, num_processes = ((jax.process_index(), jax.process_count()) if split_among_processes
+                              else (0, 1))
+    barrier = distributed.barrier if num_processes > 1 else lambda name: None
     # Process 0 claims the folder and writes its manifest before the others open it.
     store = ShardStore(folder, self.job()) if process == 0 else None
-    distributed.barrier("score folder opened")
+    barrier("score folder opened")
     if store is None:
       store = ShardStore(folder, self.job(), process=process)
     done = store.completed_ids()  # Every process's shards: skip what anyone finished.
@@ -304,9 +309,9 @@ class ScoringEngine:
         shard_values.clear()
         if on_shard is not None:
           on_shard(path)
-    distributed.barrier("scores written")
+    barrier("scores written")
     store.finish(len(items))
-    distributed.barrier("score manifest written")
+    barrier("score manifest written")
     return ScoringSummary(len(items), len(done), num_copies, num_tokens, num_slots,
                           time.perf_counter() - start, tuple(sorted(shapes)))
 
