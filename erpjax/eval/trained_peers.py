@@ -16,7 +16,7 @@ from flax import nnx
 
 from erpjax.eval.peers import RouterData
 from erpjax.routing import MLPPredictor
-from erpjax.routing._mlp import MLP, TrainConfig, masked_mse, train_full_batch
+from erpjax.routing._mlp import MLP, TrainConfig, masked_mse, train_full_batch, weighted_mean
 
 __all__ = ["MLP", "MLPRouter", "MatrixFactorization", "MatrixFactorizationRouter", "TrainConfig",
            "Zooter"]
@@ -55,9 +55,11 @@ def _forward(model: nnx.Module | None, name: str, test: RouterData) -> jax.Array
   return _apply(model, jnp.asarray(test.embeddings))
 
 
-def _soft_cross_entropy(logits_nm: jax.Array, target_nm: jax.Array) -> jax.Array:
+def _soft_cross_entropy(logits_nm: jax.Array, target_nm: jax.Array,
+                        weight_n: jax.Array) -> jax.Array:
   # KL(q || softmax(f)) = -Σ q log softmax(f) - H(q); H(q) does not depend on f.
-  return -jnp.mean(jnp.sum(target_nm * jax.nn.log_softmax(logits_nm, axis=1), axis=1))
+  return -weighted_mean(jnp.sum(target_nm * jax.nn.log_softmax(logits_nm, axis=1), axis=1),
+                        weight_n)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -97,8 +99,8 @@ class Zooter:
                       dtype=np.float64)
 
 
-def _bce(logits_nm, target_nm):
-  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits_nm, target_nm))
+def _bce(logits_nm, target_nm, weight_n):
+  return weighted_mean(optax.sigmoid_binary_cross_entropy(logits_nm, target_nm), weight_n)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

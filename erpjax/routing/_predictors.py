@@ -388,8 +388,13 @@ class MLPPredictor:
     if self.hidden < 0:
       raise ValueError(f"mlp hidden must be >= 0, got {self.hidden}")
 
-  def train(self, features_nd, targets_nm) -> tuple[State, np.ndarray]:
-    """`fit`, also returning the loss before each step `[steps]`."""
+  def train(self, features_nd, targets_nm, *, mesh=None) -> tuple[State, np.ndarray]:
+    """`fit`, also returning the loss before each step `[steps]`.
+
+    Trains data parallel over the "data" axis of `mesh` (default: every device); in a
+    multi-process run each process passes its own rows and gets the same state
+    (`_mlp.train_full_batch`).
+    """
     from flax import nnx
 
     from erpjax.routing import _mlp
@@ -401,7 +406,7 @@ class MLPPredictor:
     # slightly different sizes share one compiled training loop.
     rows = _padded_size(x.shape[0])
     model, losses = _mlp.train_full_batch(model, _mlp.masked_mse, _pad_rows(x, rows),
-                                          _pad_rows(y, rows, np.nan), config)
+                                          _pad_rows(y, rows, np.nan), config, mesh=mesh)
     state = {"out_kernel": np.asarray(model.out.kernel[...]),
              "out_bias": np.asarray(model.out.bias[...])}
     if self.hidden:
@@ -409,8 +414,8 @@ class MLPPredictor:
       state["hidden_bias"] = np.asarray(model.hidden.bias[...])
     return state, losses
 
-  def fit(self, features_nd, targets_nm) -> State:
-    return self.train(features_nd, targets_nm)[0]
+  def fit(self, features_nd, targets_nm, *, mesh=None) -> State:
+    return self.train(features_nd, targets_nm, mesh=mesh)[0]
 
   def _hidden(self, state, features_bd) -> jax.Array:
     x = jnp.asarray(features_bd, jnp.float32)
