@@ -12,4 +12,5 @@ from erpjax_kernels.attention._api import dot_product_attention as dot_product_a
 from erpjax_kernels.attention._mask import visible_b1ts as visible_b1ts
 from erpjax_kernels.attention._pallas import attention_pallas as attention_pallas
 from erpjax_kernels.attention._reference import attention_reference as attention_reference
+from erpjax_kernels.attention._splash import attention_splash as attention_splash
 from erpjax_kernels.attention._xla import attention_xla as attention_xla

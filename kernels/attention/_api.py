@@ -9,10 +9,11 @@ from erpjax_kernels.attention._jax_nn import attention_jax_nn
 from erpjax_kernels.attention._mask import visible_b1ts
 from erpjax_kernels.attention._pallas import attention_pallas
 from erpjax_kernels.attention._reference import attention_reference
+from erpjax_kernels.attention._splash import attention_splash
 from erpjax_kernels.attention._xla import attention_xla
 
-Implementation = Literal["xla", "reference", "jax_nn", "cudnn", "pallas"]
-IMPLEMENTATIONS: tuple[str, ...] = ("xla", "reference", "jax_nn", "cudnn", "pallas")
+Implementation = Literal["xla", "reference", "jax_nn", "cudnn", "pallas", "splash"]
+IMPLEMENTATIONS: tuple[str, ...] = ("xla", "reference", "jax_nn", "cudnn", "pallas", "splash")
 
 # Implementations that take the [B, 1, T, S] visibility mask (built by broadcasting inside jit).
 _DENSE = {
@@ -21,6 +22,8 @@ _DENSE = {
     "jax_nn": attention_jax_nn,
     "cudnn": functools.partial(attention_jax_nn, backend="cudnn"),
 }
+# Fused kernels: they read segment ids and positions, never a [T, S] array.
+_FUSED = {"pallas": attention_pallas, "splash": attention_splash}
 
 
 def check_implementation(implementation: str) -> None:
@@ -69,9 +72,12 @@ def dot_product_attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Arra
       "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, cuDNN's fused kernel
         (NVIDIA GPUs, float16/bfloat16; JAX raises elsewhere);
       "pallas": a Pallas flash-attention kernel (Triton on GPU, interpreted on CPU; forward only,
-        no [T, S] array at all; see `attention_pallas`).
+        no [T, S] array at all; see `attention_pallas`);
+      "splash": Pallas TPU's splash attention (compiled on TPUs, interpreted on CPU; forward
+        only; causal/window only for self-attention whose positions count up by one within
+        each sequence; see `attention_splash`).
       The dense ones build a [B, 1, T, S] bool mask by broadcasting the ids inside jit. All but
-      "pallas" are differentiable: training goes through them.
+      "pallas" and "splash" are differentiable: training goes through them.
 
   Returns:
     [B, T, N, H] in the dtype of `q_btnh`. Query rows that see no key (padding) are finite
@@ -95,11 +101,11 @@ def dot_product_attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Arra
   if kv_positions_bs is None:
     kv_positions_bs = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
   scale = h ** -0.5 if scale is None else scale
-  if implementation == "pallas":
+  if implementation in _FUSED:
     if logits_bias_bnts is not None:
-      raise ValueError("the pallas attention kernel takes no logits bias; use 'xla' or "
-                       "'reference'")
-    return attention_pallas(
+      raise ValueError(f"the {implementation} attention kernel takes no logits bias; use 'xla' "
+                       "or 'reference'")
+    return _FUSED[implementation](
         q_btnh, k_bskh, v_bskh, q_segment_ids_bt=q_segment_ids_bt,
         kv_segment_ids_bs=kv_segment_ids_bs, q_positions_bt=q_positions_bt,
         kv_positions_bs=kv_positions_bs, causal=causal, scale=scale, softcap=softcap,
