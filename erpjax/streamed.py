@@ -25,7 +25,7 @@ import dataclasses
 import math
 import os
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -56,13 +56,15 @@ def _shard_dataset(folder: str | os.PathLike[str], shard: int):
 
 
 def score_samples(samples: str | os.PathLike[str], engine, output: str | os.PathLike[str], *,
-                  name: str, scores: str | os.PathLike[str] | None = None):
+                  name: str, scores: str | os.PathLike[str] | None = None,
+                  on_shard: Callable[[pathlib.Path], None] | None = None):
   """Adds reward model `name`, `engine`'s score of each response, to the samples folder
   `samples`, as the new samples folder `output`.
 
   Each shard's responses are scored into `<scores>/shard-NNNNN` (default scores folder:
   `<output>.scores`; see `ScoringEngine.score` for how a killed job resumes there) and the shard
-  is written to `output` with the new reward model's samples added.
+  is written to `output` with the new reward model's samples added. `on_shard` is called with
+  each score shard (Parquet file) once it is written.
 
   Returns:
     The `ScoringSummary` of this process's shards (counts and seconds summed).
@@ -94,7 +96,7 @@ def score_samples(samples: str | os.PathLike[str], engine, output: str | os.Path
     if data is None:
       return
     scored, summary = score_dataset(data, engine, scores / f"shard-{shard:05d}", name=name,
-                                    split_among_processes=False)
+                                    split_among_processes=False, on_shard=on_shard)
     summaries.append(summary)
     for _, record in sample_records(scored):
       yield record

@@ -2,9 +2,15 @@
 (padded with weight 0 when they do not divide), parameters replicated, and the fit equals the
 1-device fit up to float summation order."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import numpy as np
 import pytest
+from _processes import finish, free_port
 from flax import nnx
 from jax.sharding import PartitionSpec
 
@@ -92,3 +98,45 @@ def test_the_predictor_trains_on_all_devices_by_default(monkeypatch):
   for name in state:
     np.testing.assert_allclose(state[name], state1[name], rtol=1e-5, atol=1e-6)
   assert devices == [8, 1]
+
+
+_WORKER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from erpjax.runtime import distributed
+    info = distributed.initialize(timeout_s=60)  # From ERPJAX_* variables, before any JAX work.
+    from flax import nnx
+    from erpjax.routing import _mlp
+
+    data = np.load(sys.argv[1])
+    mine = distributed.my_share([str(i) for i in data["ids"]])  # Shares differ in size.
+    model = _mlp.MLP(data["x"].shape[1], 16, data["y"].shape[1], rngs=nnx.Rngs(0))
+    model, losses = _mlp.train_full_batch(model, _mlp.masked_mse, data["x"][mine],
+                                          data["y"][mine], _mlp.TrainConfig(steps=40))
+    print(json.dumps(dict(rows=len(mine), losses=losses.tolist(),
+                          params=[np.asarray(p).tolist() for p in jax.tree.leaves(
+                              nnx.state(model))])))
+""").replace("from flax import nnx", "import jax\nfrom flax import nnx")
+
+
+def test_two_processes_each_passing_its_rows_fit_like_one(tmp_path):
+  x, y = _data("mse")
+  np.savez(tmp_path / "data.npz", x=x, y=y, ids=np.array([f"prompt-{i}" for i in range(N)]))
+  (tmp_path / "worker.py").write_text(_WORKER)
+  port = free_port()
+  procs = []
+  for p in range(2):
+    env = dict(os.environ, ERPJAX_COORDINATOR=f"localhost:{port}", ERPJAX_NUM_PROCESSES="2",
+               ERPJAX_PROCESS_ID=str(p), XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs.append(subprocess.Popen([sys.executable, str(tmp_path / "worker.py"),
+                                   str(tmp_path / "data.npz")], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+  outputs = finish(procs, timeout=120)
+  rows = [out["rows"] for out in outputs]
+  assert sum(rows) == N and rows[0] != rows[1]  # Unequal shares: both processes pad.
+  assert outputs[0]["losses"] == outputs[1]["losses"]
+  assert outputs[0]["params"] == outputs[1]["params"]
+  model, losses = _train("mse", None)  # This process, all rows, 8 devices.
+  np.testing.assert_allclose(outputs[0]["losses"], losses, rtol=1e-5)
+  for p2, p1 in zip(outputs[0]["params"], jax.tree.leaves(nnx.state(model))):
+    np.testing.assert_allclose(np.array(p2, np.float32), p1, rtol=1e-5, atol=1e-6)

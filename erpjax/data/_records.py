@@ -179,6 +179,10 @@ def write_records_by_shard(folder: str | os.PathLike[str], kind: str, num_shards
     if not (folder / MANIFEST).is_file():
       files.claim_output_dir(folder, "records")
       files.atomic_write_text(folder / PENDING, json.dumps(job, indent=1, allow_nan=False))
+      # Leftovers of shard writes killed before their rename (atomic_write's temporary names);
+      # no process writes yet: the others wait at the barrier below.
+      for stale in folder.glob(f".{kind}-*.tmp"):
+        stale.unlink()
   distributed.barrier(f"records folder {folder} opened")
   if (folder / MANIFEST).is_file():
     return folder

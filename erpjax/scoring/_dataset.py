@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,12 +27,14 @@ def score_dataset(
     *,
     name: str,
     split_among_processes: bool = True,
+    on_shard: Callable[[pathlib.Path], None] | None = None,
 ) -> tuple[RoutingDataset, ScoringSummary]:
   """Adds reward model `name`: `engine`'s score of every response of the dataset.
 
   The responses are those of the dataset's first reward model's samples (every reward model of a
   dataset scores the same responses). Scores are computed into `folder` (resumable, see
-  `ScoringEngine.score`, which also says what `split_among_processes` does) and read back.
+  `ScoringEngine.score`, which also says what `split_among_processes` and `on_shard` do) and
+  read back.
 
   Raises:
     DataError: the samples carry no response texts, or `name` is already a reward model.
@@ -43,7 +47,8 @@ def score_dataset(
   ids = data.sample_ids(rows)
   items = [ScoreItem(i, data.prompts[data.samples.prompt_index[row]], data.samples.response[row])
            for i, row in zip(ids, rows)]
-  summary = engine.score(items, folder, split_among_processes=split_among_processes)
+  summary = engine.score(items, folder, split_among_processes=split_among_processes,
+                         on_shard=on_shard)
   scores = read_scores(folder).as_dict()
   source = data.samples.take(rows)
   added = dataclasses.replace(
