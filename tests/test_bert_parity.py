@@ -62,7 +62,9 @@ def test_attention_implementations_match_the_reference(implementation):
   out = attention.dot_product_attention(q, k, v, **ids, implementation=implementation)
   assert np.isfinite(np.asarray(out)).all()
   np.testing.assert_allclose(out[:2], ref[:2], atol=1e-6)
-  if implementation != "pallas":  # the flash kernel skips every key block of row 2: zeros
+  # Row 2 sees no key: finite garbage, which only the dense implementations define (the pallas
+  # kernel skips every key block: zeros; splash averages its zero-padded key tiles too).
+  if implementation not in ("pallas", "splash"):
     np.testing.assert_allclose(out[2], ref[2], atol=1e-6)
   # Keys past a row's length do not matter.
   k2 = k.at[1, 3:].set(100.0)
