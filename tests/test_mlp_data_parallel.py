@@ -1,6 +1,7 @@
 """The MLP training loop is data parallel: rows split over the 8 emulated devices' "data" axis
 (padded with weight 0 when they do not divide), parameters replicated, and the fit equals the
-1-device fit up to float summation order."""
+1-device fit up to float summation order; so does a fit by 2 CPU processes on localhost, each
+passing only its own rows."""
 
 import os
 import subprocess
@@ -105,6 +106,7 @@ _WORKER = textwrap.dedent("""
     import numpy as np
     from erpjax.runtime import distributed
     info = distributed.initialize(timeout_s=60)  # From ERPJAX_* variables, before any JAX work.
+    import jax
     from flax import nnx
     from erpjax.routing import _mlp
 
@@ -116,7 +118,7 @@ _WORKER = textwrap.dedent("""
     print(json.dumps(dict(rows=len(mine), losses=losses.tolist(),
                           params=[np.asarray(p).tolist() for p in jax.tree.leaves(
                               nnx.state(model))])))
-""").replace("from flax import nnx", "import jax\nfrom flax import nnx")
+""")
 
 
 def test_two_processes_each_passing_its_rows_fit_like_one(tmp_path):
