@@ -78,10 +78,11 @@ def train_full_batch(model: nnx.Module, loss_fn: LossFn, x_nd, target_nm, config
 
   Multi-process runs: every process calls this with only its own rows, `x_nd` [N_p, D] and
   `target_nm` [N_p, M] (N_p may differ between processes, even be 0), and the same `model`. The
-  global [sum of N_p (padded), D] batch is assembled with `jax.make_array_from_process_local_data`
-  from each process's block, so no process holds another's rows; besides the gradients'
-  all-reduce, only the row counts are exchanged. The mesh's "data" devices must split evenly over
-  the processes. Every process gets the same model and losses.
+  global batch, [P x max N_p (padded), D] for P processes, is assembled with
+  `jax.make_array_from_process_local_data` from each process's block, so no process holds
+  another's rows; besides the gradients' all-reduce, only the row counts are exchanged. The
+  mesh's "data" devices must split evenly over the processes. Every process gets the same model
+  and losses.
 
   Args:
     model: the initial model (not modified).
