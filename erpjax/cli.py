@@ -200,42 +200,99 @@ def cmd_route(args) -> int:
   return 0
 
 
+def _is_records(path: str) -> bool:
+  from erpjax.data._records import MANIFEST
+
+  return (pathlib.Path(path) / MANIFEST).is_file()
+
+
 def cmd_score(args) -> int:
-  """Scores every response of a dataset folder with a reward model; writes the dataset with it
-  added as one more reward model."""
+  """Scores every response of a dataset or samples records folder with a reward model; writes it
+  with the scores added as one more reward model."""
+  from erpjax import files
+  from erpjax.runtime import bucket_lengths
+  from erpjax.scoring import ScoringConfig, ScoringEngine
+
   import jax
 
-  from erpjax import data, files
-  from erpjax.runtime import bucket_lengths
-  from erpjax.scoring import ScoringConfig, ScoringEngine, score_dataset
-
-  dataset = data.read_dataset(args.input)
+  records = _is_records(args.input)
+  if not records and jax.process_count() > 1:
+    raise ValueError(f"{args.input}: a multi-process run scores a samples records folder, where "
+                     "each process reads its own shards; write one with `erpjax convert "
+                     f"{args.input} -o RECORDS` and score RECORDS")
   output = pathlib.Path(args.output)
   scores = pathlib.Path(args.scores) if args.scores else output.with_name(output.name + ".scores")
-  for folder, kind in ((output, "dataset"), (scores, "scores")):
+  for folder, kind in ((output, "records" if records else "dataset"), (scores, "scores")):
     files.check_output_dir(folder, kind)  # before the model loads and the scoring runs
   config = ScoringConfig(lengths=bucket_lengths(args.max_length), dtype=args.dtype,
                          dedupe=not args.no_dedupe)
   engine = ScoringEngine.from_pretrained(args.model, config)
-  scored, summary = score_dataset(dataset, engine, scores, name=args.name)
-  if jax.process_index() == 0:  # Every process of a multi-process run holds all scores.
+  if records:
+    from erpjax import data, streamed
+
+    summary = streamed.score_samples(args.input, engine, output, name=args.name, scores=scores)
+    reward_models = data.read_manifest(output)["meta"]["reward_models"]
+  else:
+    from erpjax import data
+    from erpjax.scoring import score_dataset
+
+    scored, summary = score_dataset(data.read_dataset(args.input), engine, scores, name=args.name)
     data.write_dataset(scored, output)
+    reward_models = scored.reward_models
   print(f"{summary.num_items} responses: {summary.num_skipped} scored by an earlier run, "
         f"{summary.num_copies} copies of another, {summary.num_tokens:,} tokens run in "
-        f"{summary.seconds:.1f} s ({summary.tokens_per_s:,.0f}/s)")
-  print(f"wrote {output} (reward models: {', '.join(scored.reward_models)}); scores in {scores}")
+        f"{summary.seconds:.1f} s ({summary.tokens_per_s:,.0f}/s)"
+        + (" by this process" if jax.process_count() > 1 else ""))
+  print(f"wrote {output} (reward models: {', '.join(reward_models)}); scores in {scores}")
   return 0
 
 
 def cmd_convert(args) -> int:
-  """Writes a dataset folder's samples as ArrayRecord records, read by index and streamed."""
-  from erpjax import data, files
+  """Writes a dataset folder's samples as ArrayRecord records, each prompt's in one shard."""
+  from erpjax import data, files, streamed
 
   files.check_output_dir(args.output, "records")  # before reading a large input
   dataset = data.read_dataset(args.input)
-  folder = data.write_samples(dataset, args.output, num_shards=args.shards)
+  shards = args.shards or streamed.default_num_shards(len(dataset.samples))
+  folder = data.write_samples(dataset, args.output, num_shards=shards)
   print(f"wrote {len(dataset.samples)} samples of {dataset.num_prompts} prompts and "
-        f"{dataset.num_llms} LLMs as {args.shards} ArrayRecord shard(s) to {folder}")
+        f"{dataset.num_llms} LLMs as {shards} ArrayRecord shard(s) to {folder}")
+  return 0
+
+
+def cmd_featurize(args) -> int:
+  """Embeds the prompts of a samples records folder and estimates each LLM's expected reward."""
+  from erpjax import data, files, pipeline, streamed
+  from erpjax.config import EncoderConfig
+
+  files.check_output_dir(args.output, "records")
+  data.read_manifest(args.input)  # before the encoder loads
+  config = EncoderConfig(path=args.encoder, max_length=args.max_length, batch_size=args.batch_size,
+                         dtype=args.dtype)
+  encoder = pipeline.load_encoder(config)
+  folder = streamed.featurize_samples(args.input, args.output, encoder,
+                                      reward_model=args.reward_model, batch_size=args.batch_size)
+  manifest = data.read_manifest(folder)
+  print(f"wrote features of {manifest['num_records']} prompts (dim {manifest['meta']['dim']}, "
+        f"{encoder.identifier}; expected rewards under {manifest['meta']['reward_model']!r}) "
+        f"to {folder}")
+  return 0
+
+
+def cmd_fit_features(args) -> int:
+  """Fits a ridge router on a features records folder, streamed; saves it."""
+  import jax
+
+  from erpjax import files, streamed
+  from erpjax.routing import save_router
+
+  files.check_output_dir(args.router, "router")
+  router, fit = streamed.fit_features(args.features, betas=args.beta and [args.beta],
+                                      chunk_size=args.chunk_size)
+  for llm, beta, count in zip(router.spec.llms, fit.betas, fit.counts):
+    print(f"{llm:>40s}: beta {beta:g} on {count} prompts")
+  if jax.process_index() == 0:  # Every process holds the same router.
+    print(f"wrote {save_router(router, args.router)}")
   return 0
 
 
@@ -253,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
       epilog="Multi-process runs (erpjax.runtime.distributed): start the same command on every "
       "process with ERPJAX_COORDINATOR=host:port (of process 0), ERPJAX_NUM_PROCESSES and "
       "ERPJAX_PROCESS_ID, or ERPJAX_DISTRIBUTED=auto on a multi-host TPU slice; Slurm steps, "
-      "mpirun and GKE TPU pods are detected without it. Scoring then splits its windows "
-      "among the processes.")
+      "mpirun and GKE TPU pods are detected without it. score, featurize and fit-features then "
+      "split a records folder's shards among the processes (erpjax convert writes one); the "
+      "other commands run in one process.")
   parser.add_argument(*GLOBAL_FLAGS, action="store_true",
                       help="log debug messages; on an error, print its traceback too")
   sub = parser.add_subparsers(dest="command", required=True)
@@ -309,12 +367,33 @@ def build_parser() -> argparse.ArgumentParser:
                  help="run identical (prompt, response) pairs through the model each time")
   p.set_defaults(func=cmd_score)
 
-  p = add("convert", help="write a dataset folder (JSONL/Parquet tables) as ArrayRecord records")
+  p = add("convert", help="write a dataset folder (JSONL/Parquet tables) as a samples records "
+          "folder (ArrayRecord), the input of multi-process runs")
   p.add_argument("input", help="dataset folder (docs/data_format.md)")
   p.add_argument("--output", "-o", required=True, help="records folder to write")
-  p.add_argument("--shards", type=int, default=1,
-                 help="ArrayRecord files to spread the records over (e.g. one per reading process)")
+  p.add_argument("--shards", type=int, default=None,
+                 help="ArrayRecord files (units of work: a process reads whole shards; each "
+                 "prompt's samples sit in one); default: one per 200,000 samples")
   p.set_defaults(func=cmd_convert)
+
+  p = add("featurize", help="embed a samples records folder's prompts and estimate each LLM's "
+          "expected reward on them, into a features records folder (shard by shard)")
+  p.add_argument("input", help="samples records folder (erpjax convert / score)")
+  p.add_argument("--output", "-o", required=True, help="features records folder to write")
+  p.add_argument("--reward-model", default=None,
+                 help="the reward model whose rewards are averaged (default: the first)")
+  p.add_argument("--dtype", default="float32", choices=DTYPES)
+  _encoder_args(p)
+  p.set_defaults(func=cmd_featurize)
+
+  p = add("fit-features", help="fit a ridge router on a features records folder, streamed "
+          "(each process its own rows; penalty per LLM by GCV), and save it")
+  p.add_argument("features", help="features records folder (erpjax featurize)")
+  p.add_argument("--router", required=True, help="folder to save the router to")
+  p.add_argument("--beta", type=float, default=None,
+                 help="one ridge penalty for every LLM (default: each chooses by GCV)")
+  p.add_argument("--chunk-size", type=int, default=8192, help="prompts per streamed chunk")
+  p.set_defaults(func=cmd_fit_features)
 
   p = add("embed", help="embed prompts to Parquet")
   p.add_argument("input", help="dataset folder, prompts .jsonl/.parquet, or .txt (one per line)")
@@ -337,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 GLOBAL_FLAGS = ("-v", "--verbose")
+# Subcommands that split their work among the processes of a multi-process run.
+MULTI_PROCESS_COMMANDS = ("score", "featurize", "fit-features")
 
 
 def _global_flags() -> argparse.ArgumentParser:
@@ -373,7 +454,11 @@ def _call(command: str, work: Callable[[], int], verbose: bool) -> int:
     from erpjax.runtime import distributed
 
     # Before any JAX work. One process: nothing happens; a multi-process run: see the epilog.
-    distributed.initialize()
+    info = distributed.initialize()
+    if info.num_processes > 1 and command not in MULTI_PROCESS_COMMANDS:
+      raise ValueError(
+          f"runs in one process, this is process {info.process_id} of {info.num_processes}; "
+          f"multi-process runs are for {', '.join(MULTI_PROCESS_COMMANDS)} on records folders")
     return work()
   except KeyboardInterrupt:
     print(f"erpjax {command}: interrupted", file=sys.stderr)

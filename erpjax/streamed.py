@@ -96,7 +96,7 @@ def score_samples(samples: str | os.PathLike[str], engine, output: str | os.Path
     if data is None:
       return
     scored, summary = score_dataset(data, engine, scores / f"shard-{shard:05d}", name=name,
-                                    split_among_processes=False, on_shard=on_shard)
+                                    on_shard=on_shard)
     summaries.append(summary)
     for _, record in sample_records(scored):
       yield record

@@ -52,39 +52,6 @@ def worker(job: pathlib.Path, delay: float, fit: bool) -> None:
   print(json.dumps(result))
 
 
-@pytest.mark.parametrize("num_processes", [2, 3])
-def test_processes_share_out_the_one_process_windows_whole(num_processes):
-  from erpjax.scoring._engine import ScoreItem, _windows  # pylint: disable=import-outside-toplevel
-
-  distinct = [ScoreItem(f"id-{i}", "prompt", f"response {i}") for i in range(60)]
-  copies = {"id-3": ["copy-3"], "id-17": ["copy-17"]}
-  done = {f"id-{i}" for i in range(0, 60, 7)} | {"id-3"}  # id-3's copy is still to be written.
-  one = _windows(distinct, copies, done, 8)
-  shares = [_windows(distinct, copies, done, 8, p, num_processes) for p in range(num_processes)]
-  assert all(shares)  # Each process gets windows (60 pairs: 8 windows).
-  assert sorted((w for share in shares for w in share), key=lambda w: w[0].id) == sorted(
-      one, key=lambda w: w[0].id)
-  assert any(item.id == "id-3" for window in one for item in window)
-
-
-def test_process_shards_never_collide_and_process_0_writes_the_manifest(tmp_path):
-  from erpjax import scoring  # pylint: disable=import-outside-toplevel
-  from erpjax.scoring._shards import ShardStore  # pylint: disable=import-outside-toplevel
-
-  folder, job = tmp_path / "scores", {"model": "tiny"}
-  with pytest.raises(scoring.ScoreFolderError, match="process 0 must open the folder first"):
-    ShardStore(folder, job, process=1)
-  first, second = ShardStore(folder, job), ShardStore(folder, job, process=1)
-  names = [first.write(["a"], np.ones((1, 1))).name, second.write(["b"], np.ones((1, 1))).name]
-  assert names == ["scores-000000.parquet", "scores-000000-1.parquet"]
-  second.finish(2)  # Checks the count, writes nothing.
-  assert not scoring.read_scores(folder).complete
-  first.finish(2)
-  assert scoring.read_scores(folder).ids == ("a", "b") and scoring.read_scores(folder).complete
-  # A restart as one process continues after every process's shards.
-  assert ShardStore(folder, job).write(["c"], np.ones((1, 1))).name == "scores-000001.parquet"
-
-
 def test_the_cli_starts_the_distributed_run_first(monkeypatch, tmp_path, capsys):
   from erpjax import cli  # pylint: disable=import-outside-toplevel
 

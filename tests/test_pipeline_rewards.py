@@ -94,3 +94,50 @@ def test_score_command_adds_the_reward_model_to_a_dataset(tmp_path, tiny_reward_
   # Run again: every response is found in the score folder.
   assert cli.main(argv) == 0
   assert "30 responses: 30 scored by an earlier run" in capsys.readouterr().out
+
+
+def test_the_pod_commands_convert_score_featurize_fit_and_route(tmp_path, tiny_reward_model,
+                                                                 capsys, monkeypatch):
+  """README's "Running on a pod" job, here as one process: each command reads records shards."""
+  from erpjax import cli, data
+
+  monkeypatch.setenv("ERPJAX_CACHE", str(tmp_path / "cache"))
+  write_dataset(_split("train", 24, np.random.default_rng(2)), tmp_path / "train")
+  steps = [
+      ["convert", tmp_path / "train", "-o", tmp_path / "samples", "--shards", "3"],
+      ["score", tmp_path / "samples", "--model", tiny_reward_model, "--name", "tiny_rm",
+       "--max-length", "128", "-o", tmp_path / "scored"],
+      ["featurize", tmp_path / "scored", "--reward-model", "tiny_rm", "-o", tmp_path / "features"],
+      ["fit-features", tmp_path / "features", "--router", tmp_path / "router"],
+      ["route", tmp_path / "train", "--router", tmp_path / "router", "-o", tmp_path / "r.parquet"],
+  ]
+  for argv in steps:
+    assert cli.main([str(a) for a in argv]) == 0, argv
+  out = capsys.readouterr().out
+  assert "144 responses: 0 scored by an earlier run" in out
+  assert "wrote features of 24 prompts (dim 384" in out
+  scored = data.read_samples(tmp_path / "scored")
+  assert scored.reward_models == ("correctness", "tiny_rm") and len(scored.samples) == 288
+  from erpjax.routing import load_router
+
+  router = load_router(tmp_path / "router")
+  assert router.spec.reward_model == "tiny_rm" and router.spec.llms == ("alpha", "beta", "gamma")
+  import pyarrow.parquet as pq
+
+  assert pq.read_table(tmp_path / "r.parquet").num_rows == 24
+  # Rerun: every shard is there already; nothing is scored again.
+  assert cli.main([str(a) for a in steps[1]]) == 0
+  assert "0 responses: 0 scored by an earlier run" in capsys.readouterr().out
+
+
+def test_single_process_commands_refuse_a_multi_process_run(monkeypatch, capsys, tmp_path):
+  from erpjax import cli
+  from erpjax.runtime import distributed
+
+  monkeypatch.setattr(distributed, "initialize",
+                      lambda: distributed.ProcessInfo(1, 2, "explicit"))
+  assert cli.main(["demo", "--output-dir", str(tmp_path / "demo")]) == 2
+  err = capsys.readouterr().err
+  assert "erpjax demo: error: runs in one process, this is process 1 of 2" in err
+  assert "score, featurize, fit-features" in err
+  assert not (tmp_path / "demo").exists()

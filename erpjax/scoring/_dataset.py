@@ -26,15 +26,13 @@ def score_dataset(
     folder: str | os.PathLike[str],
     *,
     name: str,
-    split_among_processes: bool = True,
     on_shard: Callable[[pathlib.Path], None] | None = None,
 ) -> tuple[RoutingDataset, ScoringSummary]:
   """Adds reward model `name`: `engine`'s score of every response of the dataset.
 
   The responses are those of the dataset's first reward model's samples (every reward model of a
   dataset scores the same responses). Scores are computed into `folder` (resumable, see
-  `ScoringEngine.score`, which also says what `split_among_processes` and `on_shard` do) and
-  read back.
+  `ScoringEngine.score`, which also says what `on_shard` does) and read back.
 
   Raises:
     DataError: the samples carry no response texts, or `name` is already a reward model.
@@ -47,8 +45,7 @@ def score_dataset(
   ids = data.sample_ids(rows)
   items = [ScoreItem(i, data.prompts[data.samples.prompt_index[row]], data.samples.response[row])
            for i, row in zip(ids, rows)]
-  summary = engine.score(items, folder, split_among_processes=split_among_processes,
-                         on_shard=on_shard)
+  summary = engine.score(items, folder, on_shard=on_shard)
   scores = read_scores(folder).as_dict()
   source = data.samples.take(rows)
   added = dataclasses.replace(

@@ -1,7 +1,7 @@
 """The scoring engine: (id, prompt, response) items -> reward scores in resumable Parquet shards.
 
-Data flows one way: the items still to score are cut into windows (`_windows`: which items this
-process runs); `erpjax.runtime.Runner` tokenizes each window with the model's `Formatter` and
+Data flows one way: the items still to score are cut into windows (`_windows`);
+`erpjax.runtime.Runner` tokenizes each window with the model's `Formatter` and
 packs it into batches of a bounded set of shapes on its prefetch thread, runs the reward model on
 the device mesh and hands back each sequence's scores; the engine gives copies of a pair the
 pair's score and writes each window's scores as one Parquet shard (`_shards`).
@@ -28,7 +28,7 @@ from erpjax import sharding
 from erpjax.dtypes import Dtype, check_dtype
 from erpjax.models._hf import read_config
 from erpjax.models._registry import load_reward_model
-from erpjax.runtime import Batch, Buckets, Runner, ScoreToken, distributed, pack
+from erpjax.runtime import Batch, Buckets, Runner, ScoreToken, pack
 from erpjax.scoring._format import Formatter, formatter_for
 from erpjax.scoring._shards import ScoreFolderError, ShardStore, checkpoint_digest
 
@@ -157,7 +157,8 @@ class ScoringEngine:
     # would make every step one program that all processes enter together with the same batch
     # shape, but their windows pack into different numbers and shapes of batches, and a killed
     # process would stall the others mid-step. Scoring needs nothing from another process's
-    # items, so only the score folder is shared (and a model must fit one host's devices).
+    # items, so each process scores its own into its own folders (and a model must fit one
+    # host's devices).
     if mesh is None:
       mesh = sharding.make_mesh(config.model_parallel, jax.local_devices())
     self.mesh = mesh
@@ -235,7 +236,6 @@ class ScoringEngine:
       folder: str | os.PathLike[str],
       *,
       on_shard: Callable[[pathlib.Path], None] | None = None,
-      split_among_processes: bool = True,
   ) -> ScoringSummary:
     """Scores `items` into Parquet shards in `folder`, skipping ids already scored there.
 
@@ -246,12 +246,8 @@ class ScoringEngine:
     each computed in the same batch as in an uninterrupted run. Read the result with
     `read_scores(folder)`.
 
-    In a multi-process job (`erpjax.runtime.distributed.initialize`) every process calls this
-    with all items: it scores the windows it owns (see `_windows`) into its own shards, skipping
-    ids that any process scored before, and returns once process 0 has written the manifest of
-    all shards. The scores are those of one process, bit for bit, whatever the process count.
-    With `split_among_processes=False` this process scores all of `items` alone into a `folder`
-    that no other process touches (`erpjax.streamed` gives each process its own record shards).
+    This process scores all of `items` into `folder`: in a multi-process run, each process calls
+    it with its own items and folder (`erpjax.streamed` gives each its own record shards).
 
     Args:
       items: (id, prompt, response) with unique ids.
@@ -269,15 +265,8 @@ class ScoringEngine:
       seen: set[str] = set()
       duplicate = next(i for i in ids if i in seen or seen.add(i))
       raise ValueError(f"item id {duplicate!r} occurs more than once")
-    process, num_processes = ((jax.process_index(), jax.process_count()) if split_among_processes
-                              else (0, 1))
-    barrier = distributed.barrier if num_processes > 1 else lambda name: None
-    # Process 0 claims the folder and writes its manifest before the others open it.
-    store = ShardStore(folder, self.job()) if process == 0 else None
-    barrier("score folder opened")
-    if store is None:
-      store = ShardStore(folder, self.job(), process=process)
-    done = store.completed_ids()  # Every process's shards: skip what anyone finished.
+    store = ShardStore(folder, self.job())
+    done = store.completed_ids()
     foreign = done.difference(ids)
     if foreign:
       raise ScoreFolderError(f"{folder} holds scores of {len(foreign)} ids not in this input, "
@@ -286,7 +275,7 @@ class ScoringEngine:
       distinct, copies = _group_copies(items)
     else:
       distinct, copies = items, {}
-    windows = _windows(distinct, copies, done, self.config.window, process, num_processes)
+    windows = _windows(distinct, copies, done, self.config.window)
 
     num_tokens = num_slots = num_copies = 0
     shapes: set[tuple[int, int]] = set()
@@ -309,9 +298,7 @@ class ScoringEngine:
         shard_values.clear()
         if on_shard is not None:
           on_shard(path)
-    barrier("scores written")
     store.finish(len(items))
-    barrier("score manifest written")
     return ScoringSummary(len(items), len(done), num_copies, num_tokens, num_slots,
                           time.perf_counter() - start, tuple(sorted(shapes)))
 
@@ -329,23 +316,16 @@ class ScoringEngine:
 
 
 def _windows(distinct: Sequence[ScoreItem], copies: Mapping[str, Sequence[str]], done: set[str],
-             size: int, process: int = 0, num_processes: int = 1) -> list[list[ScoreItem]]:
-  """Which pairs this process scores, and together: the distinct pairs cut into windows of
-  `size` in input order, of those windows the ones `process` owns, less the pairs whose ids (the
+             size: int) -> list[list[ScoreItem]]:
+  """The distinct pairs cut into windows of `size` in input order, less the pairs whose ids (the
   pair's and its copies') all have a score.
 
   Windows are cut from all distinct pairs, done or not, so a resumed job packs each window it
-  still has to score exactly as an uninterrupted one would. Whole windows are shared out among
-  processes, by the stable id of their first pair (`distributed.owner`): a window packs into the
-  same batches whichever process scores it, so the scores equal one process's bit for bit (sharing
-  out single pairs would pack each into other batches, and a score's last bits depend on its
-  place in the batch), copies go with their pair, and after a restart with another process count
-  each window has one owner, who skips what any process finished.
+  still has to score exactly as an uninterrupted one would (a score's last bits depend on its
+  place in the batch).
   """
   windows = []
   for i in range(0, len(distinct), size):
-    if distributed.owner(distinct[i].id, num_processes) != process:
-      continue
     window = [item for item in distinct[i:i + size]
               if not done.issuperset([item.id, *copies.get(item.id, ())])]
     if window:

@@ -5,7 +5,6 @@ A scoring job writes into one folder:
                           dtype, ...) and its shards so far
   scores-000000.parquet   columns `id` (string) and `score` (float32; a fixed-size list of
   scores-000001.parquet   float32 when the model has several labels), one row per scored item
-  scores-000002-1.parquet  (a shard of process 1 of a multi-process job)
 Each file is written under a temporary name and renamed (`erpjax.files.atomic_write`), so a shard
 either exists whole or not at all, whenever the process dies. The shard files are the record of
 what is done; the manifest describes the job and is rewritten after each shard. A restarted job
@@ -13,10 +12,8 @@ reads the ids of the existing shards and scores only the others. A job never add
 another job: a retrained reward model at the same path has another checkpoint digest, so its
 scores are refused there (with the reason) rather than mixed with the old weights' scores.
 
-In a multi-process job every process writes its own shards (process p > 0 names them with a "-p"
-suffix, so no two processes ever pick one name) and reads everyone's as the record. Only process 0
-claims the folder, cleans it and writes the manifest: it opens the store first, the others after
-a barrier, and it writes the complete manifest in `finish` after every process's last shard.
+One process writes a folder: a multi-process job gives each process folders of its own
+(`erpjax.streamed`: one per record shard).
 """
 
 from __future__ import annotations
@@ -95,8 +92,8 @@ def _shard_files(folder: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _shard_index(name: str) -> int:
-  """The index of a shard file: 12 for "scores-000012.parquet" and "scores-000012-3.parquet"."""
-  return int(name[len(SHARD_PREFIX):].partition(".")[0].partition("-")[0])
+  """The index of a shard file: 12 for "scores-000012.parquet"."""
+  return int(name[len(SHARD_PREFIX):].partition(".")[0])
 
 
 def _read_manifest(folder: pathlib.Path) -> dict[str, Any] | None:
@@ -112,32 +109,26 @@ def _read_manifest(folder: pathlib.Path) -> dict[str, Any] | None:
 class ShardStore:
   """The score shards of one job in `folder`, opened for writing (and resuming)."""
 
-  def __init__(self, folder: str | os.PathLike[str], job: Mapping[str, Any], *, process: int = 0):
+  def __init__(self, folder: str | os.PathLike[str], job: Mapping[str, Any]):
     """Opens `folder` for `job`, a JSON-serializable description that must match on resume.
-
-    `process` > 0: a process of a multi-process job, opening the folder after process 0 did (it
-    only reads the manifest and writes its own shards).
 
     Raises:
       ScoreFolderError: the folder holds scores of a different job.
     """
     self.folder = pathlib.Path(folder)
     self.job = json.loads(json.dumps(dict(job)))  # As read back from the manifest.
-    self.process = process
     manifest = _read_manifest(self.folder) if self.folder.is_dir() else None
     shards = _shard_files(self.folder) if self.folder.is_dir() else []
-    if manifest is None and (shards or process > 0):
-      raise ScoreFolderError(f"{self.folder} holds score shards but no {MANIFEST}" if shards else
-                             f"{self.folder}: no {MANIFEST}; process 0 must open the folder first")
+    if manifest is None and shards:
+      raise ScoreFolderError(f"{self.folder} holds score shards but no {MANIFEST}")
     if manifest is None:  # A new job: only into a new, empty or erpjax score folder.
       claim_output_dir(self.folder, "scores")
     elif manifest["job"] != self.job:
       raise ScoreFolderError(_other_job(self.folder, manifest["job"], self.job))
-    if process == 0:
-      # Leftovers of writes killed before their rename (atomic_write's ".<name>.*.tmp" files).
-      for pattern in (f".{SHARD_PREFIX}*.tmp", f".{MANIFEST}.*.tmp"):
-        for stale in self.folder.glob(pattern):
-          stale.unlink()
+    # Leftovers of writes killed before their rename (atomic_write's ".<name>.*.tmp" files).
+    for pattern in (f".{SHARD_PREFIX}*.tmp", f".{MANIFEST}.*.tmp"):
+      for stale in self.folder.glob(pattern):
+        stale.unlink()
     self._shards = [p.name for p in shards]
     self._num_scores = sum(pq.read_metadata(p).num_rows for p in shards)
     self._write_manifest(num_items=None)
@@ -155,8 +146,7 @@ class ShardStore:
     if values.ndim != 2 or values.shape[0] != len(ids):
       raise ValueError(f"values of shape {values.shape} for {len(ids)} ids; expected [n, L]")
     index = 1 + max((_shard_index(name) for name in self._shards), default=-1)
-    suffix = f"-{self.process}" if self.process else ""
-    path = self.folder / f"{SHARD_PREFIX}{index:06d}{suffix}.parquet"
+    path = self.folder / f"{SHARD_PREFIX}{index:06d}.parquet"
     table = pa.table({"id": pa.array(list(ids), pa.string()), "score": _score_column(values)})
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     self._shards.append(path.name)
@@ -165,18 +155,12 @@ class ShardStore:
     return path
 
   def finish(self, num_items: int) -> None:
-    """Marks the job complete: the shards hold all `num_items` input ids (in a multi-process job,
-    call it once every process has written its last shard)."""
-    shards = _shard_files(self.folder)  # Every process's, not only the ones this store wrote.
-    self._shards = [p.name for p in shards]
-    self._num_scores = sum(pq.read_metadata(p).num_rows for p in shards)
+    """Marks the job complete: the shards hold all `num_items` input ids."""
     if self._num_scores != num_items:
       raise ScoreFolderError(f"{self.folder}: {self._num_scores} scores for {num_items} items")
     self._write_manifest(num_items=num_items)
 
   def _write_manifest(self, num_items: int | None) -> None:
-    if self.process > 0:  # Process 0 alone writes it: concurrent writers would race.
-      return
     manifest = {
         "format": FORMAT,
         "job": self.job,
