@@ -1,4 +1,5 @@
-"""How time and peak memory grow with the work: estimate, fit (with penalty selection) and route.
+"""How time and peak memory grow with the work (estimate, fit with penalty selection, route), and
+how reward-model scoring throughput changes over emulated devices and processes.
 
 For each N (prompts) and M (LLMs), synthetic D-dim prompt features and expected rewards are
 written once as an ArrayRecord "features" folder (`erpjax.data.write_features`); then each stage
@@ -8,30 +9,94 @@ runs in a fresh Python process, so its peak RSS (getrusage maxrss) is its own:
   `RoutingDataset` (this stage holds its samples in memory: its RSS grows with N x M);
 - fit: ridge heads with the penalty chosen by GCV from sufficient statistics streamed in chunks
   from the records (`fit_ridge_streamed`; sharded over the local devices' data axis);
-- route: predictions and argmax_i ER_i - lambda c_i, streamed in chunks from the records.
+- route: predictions and argmax_i ER_i - lambda c_i, streamed in chunks from the records;
+- score: reward-model scoring throughput of `erpjax.scoring.ScoringEngine` on a fixed synthetic set
+  of (id, prompt, response) items, on 1, 2, 4 and 8 emulated CPU devices and in 1 and 2 processes
+  (see "Scoring" below).
 
 The last line printed is one JSON object: per stage and M the seconds and peak RSS at each N, and
 the growth exponents (slope of log time and of log RSS over log N; ~1 and ~0 mean linear time
-and flat memory).
+and flat memory); and under "scoring" the tokens/s of each scoring configuration and the
+2-process/1-process ratio.
+
+Scoring. The job is the records pipeline's scoring step, `erpjax.streamed.score_samples`: a
+"samples" records folder (`erpjax.data.write_samples`, `--score-shards` shards, each prompt's
+responses in the shard its id hashes to) is scored shard by shard into a new samples folder, each
+process reading and scoring only its own shards (s % P == p). The reward model is a randomly
+initialised BERT classifier of all-MiniLM-L6-v2's shape (6 layers, hidden 384, 22.7M parameters;
+the shape of erpjax's own trained reward model) reading MiniLM's WordPiece tokens of the text
+pairs: ~21 MFLOP per token, so the step's GEMMs dominate as they would with a real reward model
+(the one-layer, 32-wide `erpjax.scoring.testing` model would measure mostly Python and dispatch
+overhead, which a real model hides). Every pair is 62 tokens, two to a 128-token row; a batch holds
+one window of `--score-window` pairs (8 rows for 16) whatever the device count. The default 96
+prompts hash to 48 prompts in each process's 4 of the 8 shards (each process's token share is
+reported: a small job splits unevenly by chance, a real one's thousands of shards do not).
+
+Each configuration runs in its own fresh processes on CPU (JAX_PLATFORMS=cpu), all started first;
+each warms up with one job (compiling every batch shape; a timed job that compiled anything, or
+ran other batches, would be an error). Then the timed jobs run in turns, one of each
+configuration per round for `--score-repeats` rounds, so that load from other work on the shared
+machine falls on all alike; each job writes new output folders. Throughput is the real tokens of
+all processes over the wall time of a job (a 2-process job ends at a barrier, so the slower
+process sets it), median over the rounds; it includes the pipeline's reading, tokenizing, packing
+and writing, not only the model.
+
+  devices=K  one process with XLA_FLAGS=--xla_force_host_platform_device_count=K: the engine's
+             mesh splits each batch over K devices on its data axis. The emulated devices share
+             the process's CPUs, so this measures what the sharded step costs (a program per
+             device, smaller GEMMs), not a speed-up.
+  two_processes  2 processes on localhost (ERPJAX_COORDINATOR/NUM_PROCESSES/PROCESS_ID, JAX's
+             gloo collectives), 1 device each.
+
+Thread pinning: the 1-process reference (devices=1) runs on all allowed CPUs (2 here), and XLA
+sizes its intra-op thread pool from them; each of the 2 processes is pinned (sched_setaffinity,
+before JAX starts) to a CPU of its own, so both sides use the same 2 cores. On this 2-core machine
+`two_process_over_one_process` therefore compares the distributed path (barriers, the split into
+whole shards, a pipeline per process) with one process's intra-op threading: it is no speed-up,
+and ~1 means no overhead (above 1: two single-threaded processes use the cores better than one
+process's intra-op threads). `two_processes_over_one_cpu` compares with one process pinned
+to one CPU: ~2 is perfect scaling. The XLA intra-op thread counts are read back from each process.
 
     python benchmarks/scaling.py                         # N = 1e4, 1e5, 1e6; M = 11, 100; D = 384
-    python benchmarks/scaling.py --sizes 10000 30000 --llms 11   # a quick look
+    python benchmarks/scaling.py --sizes 10000 30000 --llms 11 --stages fit route   # a quick look
+    python benchmarks/scaling.py --stages score          # scoring only (~2 min on 2 cores)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import pathlib
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from typing import NamedTuple
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _common  # (benchmarks/ is not a package)
+
 CHUNK = 8192
+STAGES = ("estimate", "fit", "route", "score")
+# Scoring: every pair is SCORE_PAIR_TOKENS WordPiece tokens ([CLS] prompt [SEP] response [SEP],
+# one token per word of WORDS), so two fill a row of SCORE_LENGTH and a window of W pairs packs into
+# exactly one batch of W / 2 rows (the rows a multiple of the 8 devices' data axis for W = 16k).
+SCORE_LENGTH = 128
+SCORE_PAIR_TOKENS = 62
+SCORE_DEVICES = (1, 2, 4, 8)
+REPLY = "scaling-worker: "  # Starts the scoring workers' lines for the parent.
+WORDS = ("the a of to and in is for on that with as it by this be are from at or an was which "
+         "model answer question because number city water light music river energy market "
+         "history language system school garden window people friend letter reason result "
+         "simple quick small large early later first second always never often explain "
+         "compute compare describe write list find").split()
 
 
 def _features(n: int, m: int, d: int, seed: int = 0):
@@ -104,6 +169,234 @@ def _run_stage(name: str, folder: pathlib.Path, n: int, m: int) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _score_dataset(num_prompts: int, num_llms: int, seed: int = 0):
+  """A `RoutingDataset` of `num_prompts` prompts with a response of each of `num_llms` LLMs, of
+  random words of WORDS (one WordPiece token each): a prompt of 10-30 words, each response of the
+  rest of SCORE_PAIR_TOKENS - 3; one placeholder reward model (the scores are added as another)."""
+  from erpjax.data import RewardSamples, RoutingDataset
+
+  rng = np.random.default_rng(seed)
+  words = np.array(WORDS)
+  prompts, responses = [], []
+  for _ in range(num_prompts):
+    prompt_words = int(rng.integers(10, 31))
+    prompts.append(" ".join(rng.choice(words, prompt_words)))
+    responses += [" ".join(rng.choice(words, SCORE_PAIR_TOKENS - 3 - prompt_words))
+                  for _ in range(num_llms)]
+  samples = RewardSamples.build(np.repeat(np.arange(num_prompts), num_llms),
+                                np.tile(np.arange(num_llms), num_prompts),
+                                np.zeros(num_prompts * num_llms), response=responses)
+  return RoutingDataset(
+      name="scaling-score", prompt_ids=tuple(f"prompt-{i:05d}" for i in range(num_prompts)),
+      prompts=tuple(prompts), categories=(None,) * num_prompts,
+      llms=tuple(f"llm{j}" for j in range(num_llms)), costs=np.linspace(0.1, 1.0, num_llms),
+      reward_models=("placeholder",), samples=samples)
+
+
+def _score_worker(samples: pathlib.Path, folder: pathlib.Path, window: int,
+                  cpus: list[int] | None) -> None:
+  """One process of a scoring configuration: builds the engine, warms it up with one records job
+  (compiling every batch shape), prints its setup, then runs one timed job per line read from
+  stdin until stdin closes, printing each job's tokens and seconds. Lines for the parent start
+  with REPLY.
+
+  A job is `erpjax.streamed.score_samples` of the samples folder `samples` into a new folder
+  under `folder`. Devices and processes come from the environment (XLA_FLAGS, ERPJAX_*), set by
+  `_start_scoring`.
+  """
+  if cpus:  # Before JAX starts: XLA:CPU sizes its intra-op pool from the allowed CPUs.
+    os.sched_setaffinity(0, cpus)
+  from erpjax.runtime import distributed
+
+  info = distributed.initialize(timeout_s=120)
+  import jax
+  import transformers
+  from flax import nnx
+
+  from erpjax import scoring, streamed
+  from erpjax.models import bert, classifiers
+  from erpjax.paths import default_model_dir
+
+  config = classifiers.BertClassifierConfig(bert.MINILM_L6)
+
+  def make() -> classifiers.BertClassifier:
+    return classifiers.BertClassifier(config, rngs=nnx.Rngs(0))
+
+  # The model's own initializers in one jitted call: eagerly, jax.random compiles a sampler per
+  # parameter shape (8 s here against 3.5 s).
+  model = nnx.merge(nnx.graphdef(nnx.eval_shape(make)), jax.jit(lambda: nnx.state(make()))())
+  formatter = scoring.TextPairFormatter(transformers.AutoTokenizer.from_pretrained(
+      default_model_dir()))
+  engine = scoring.ScoringEngine(
+      model, formatter,
+      scoring.ScoringConfig(lengths=(SCORE_LENGTH,), tokens_per_batch=SCORE_LENGTH * window // 2,
+                            window=window, progress=False),
+      score_token="first", name="minilm-shaped-random")
+
+  def job(output: str) -> tuple[scoring.ScoringSummary, float]:
+    start = time.perf_counter()
+    summary = streamed.score_samples(samples, engine, folder / output, name="minilm")
+    return summary, time.perf_counter() - start
+
+  warm_up, warm_up_seconds = job("warm-up")
+  compiled = len(engine.traced_shapes)
+  print(REPLY + json.dumps({
+      "process": info.process_id, "local_devices": jax.local_device_count(),
+      "cpus": sorted(os.sched_getaffinity(0)),
+      "xla_eigen_threads": _common.thread_counts(("tf_XLAEigen",))["tf_XLAEigen"],
+      "warm_up_seconds": warm_up_seconds}), flush=True)
+  for k, _ in enumerate(sys.stdin):
+    run, seconds = job(f"repeat-{k}")
+    if len(engine.traced_shapes) != compiled:
+      raise RuntimeError(f"a timed job compiled new batch shapes: {engine.traced_shapes}")
+    if (run.num_tokens, run.num_slots) != (warm_up.num_tokens, warm_up.num_slots):
+      raise RuntimeError("a timed job ran other batches than the warm-up")
+    print(REPLY + json.dumps({"tokens": run.num_tokens, "slots": run.num_slots,
+                              "seconds": seconds}), flush=True)
+
+
+def _free_port() -> int:
+  """A TCP port on localhost that is free now (for the coordinator)."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+class _Worker(NamedTuple):
+  """A scoring worker process and the file its stderr goes to."""
+
+  process: subprocess.Popen
+  log: pathlib.Path
+
+
+def _reply(worker: _Worker) -> dict:
+  """The next REPLY line of a scoring worker (other output, e.g. a library's, is skipped)."""
+  for line in worker.process.stdout:
+    if line.startswith(REPLY):
+      return json.loads(line[len(REPLY):])
+  worker.process.wait()
+  raise RuntimeError(f"scoring worker failed ({worker.process.returncode}):\n"
+                     f"{worker.log.read_text()[-3000:]}")
+
+
+def _start_scoring(samples: pathlib.Path, folder: pathlib.Path, devices: int,
+                   cpus: list[list[int] | None], args: argparse.Namespace
+                   ) -> tuple[list[_Worker], list[dict]]:
+  """Starts one scoring configuration, len(cpus) processes (process i pinned to cpus[i], None =
+  not pinned) with `devices` emulated CPU devices each, scoring the samples folder `samples` into
+  `folder`; returns them, warmed up, with each one's setup."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(
+      [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={devices}"]))
+  for name in ("ERPJAX_COORDINATOR", "ERPJAX_NUM_PROCESSES", "ERPJAX_PROCESS_ID"):
+    env.pop(name, None)
+  coordinator = f"localhost:{_free_port()}"
+  folder.mkdir()
+  workers = []
+  for i, pinned in enumerate(cpus):
+    if len(cpus) > 1:
+      env.update(ERPJAX_COORDINATOR=coordinator, ERPJAX_NUM_PROCESSES=str(len(cpus)),
+                 ERPJAX_PROCESS_ID=str(i))
+    command = [sys.executable, __file__, "--score-worker", str(samples), "--folder", str(folder),
+               "--score-window", str(args.score_window)]
+    if pinned:
+      command += ["--cpus", *map(str, pinned)]
+    # stderr to a file: a pipe read only at the end could fill up and block the worker.
+    log = folder / f"process-{i}.stderr"
+    with log.open("w") as stderr:
+      workers.append(_Worker(subprocess.Popen(
+          command, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+          text=True), log))
+  return workers, [_reply(worker) for worker in workers]
+
+
+def _scoring(workdir: pathlib.Path, args: argparse.Namespace) -> dict:
+  """Every scoring configuration, each in its own fresh processes, all started and warmed up
+  first; then the timed calls in turns (one call of each configuration per round), so that load
+  from other jobs on the shared machine falls on every configuration alike. Prints a line per
+  configuration and returns the "scoring" object of the result line."""
+  allowed = sorted(os.sched_getaffinity(0))
+  configs = {f"devices={k}": (k, [None]) for k in SCORE_DEVICES}
+  configs["one_process_one_cpu"] = (1, [allowed[:1]])
+  # One CPU each (the same one twice if only one is allowed).
+  configs["two_processes"] = (1, [allowed[:1], allowed[1:2] or allowed[:1]])
+  from erpjax import data
+
+  # A new folder each run: a job whose output exists would be skipped, not scored.
+  workdir = pathlib.Path(tempfile.mkdtemp(prefix="scoring-", dir=workdir))
+  samples = data.write_samples(_score_dataset(args.score_prompts, args.score_llms),
+                               workdir / "samples", num_shards=args.score_shards)
+  load_before = os.getloadavg()[0]
+  running: dict[str, list[_Worker]] = {}
+  setups, calls = {}, {name: [] for name in configs}
+  # A hung worker (e.g. a process waiting at a barrier for a dead peer) ends the run, not blocks it.
+  watchdog = threading.Timer(
+      1200, lambda: [w.process.kill() for workers in running.values() for w in workers])
+  watchdog.start()
+  try:
+    for name, (devices, cpus) in configs.items():
+      running[name], setups[name] = _start_scoring(samples, workdir / name, devices, cpus, args)
+    for _ in range(args.score_repeats):
+      for name, workers in running.items():
+        for worker in workers:  # All processes of a run start the call together.
+          with contextlib.suppress(BrokenPipeError):  # A dead worker: `_reply` says why.
+            worker.process.stdin.write("score\n")
+            worker.process.stdin.flush()
+        calls[name].append([_reply(worker) for worker in workers])
+  finally:
+    watchdog.cancel()
+    for workers in running.values():
+      for worker in workers:
+        with contextlib.suppress(BrokenPipeError):
+          worker.process.stdin.close()  # The worker's loop ends; it exits.
+    for workers in running.values():
+      for worker in workers:
+        try:
+          worker.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+          worker.process.kill()
+
+  results = {}
+  for name, rows in calls.items():
+    tokens = sum(reply["tokens"] for reply in rows[0])
+    # A call's wall time is its slowest process's (each returns after the last barrier).
+    seconds = [max(reply["seconds"] for reply in replies) for replies in rows]
+    row = results[name] = {
+        "tokens_per_s": float(np.median([tokens / s for s in seconds])), "tokens": tokens,
+        "padding_fraction": 1 - tokens / sum(reply["slots"] for reply in rows[0]),
+        "seconds": [round(s, 3) for s in seconds],
+        "warm_up_seconds": round(max(s["warm_up_seconds"] for s in setups[name]), 2),
+        "token_shares": [round(reply["tokens"] / tokens, 3) for reply in rows[0]],
+        **{key: [s[key] for s in setups[name]] for key in ("cpus", "xla_eigen_threads",
+                                                            "local_devices")},
+    }
+    print(f"  score {name:20s} {row['tokens_per_s']:8.0f} tokens/s  ({tokens} tokens, "
+          f"padding {row['padding_fraction']:.0%}, calls {row['seconds']} s, warm-up "
+          f"{row['warm_up_seconds']} s, CPUs {row['cpus']}, XLA threads "
+          f"{row['xla_eigen_threads']}, token shares {row['token_shares']})", flush=True)
+  if len({row["tokens"] for row in results.values()}) != 1:
+    raise RuntimeError("the configurations scored different numbers of tokens")
+  two = results["two_processes"]["tokens_per_s"]
+  return {
+      "model": "MiniLM-L6-shaped BertClassifier, random weights, float32",
+      "prompts": args.score_prompts, "responses_per_prompt": args.score_llms,
+      "record_shards": args.score_shards, "tokens": results["devices=1"]["tokens"],
+      "row_length": SCORE_LENGTH, "window": args.score_window, "repeats": args.score_repeats,
+      "tokens_per_s_by_devices": {k: round(results[f"devices={k}"]["tokens_per_s"])
+                                  for k in SCORE_DEVICES},
+      "tokens_per_s_one_process_one_cpu": round(results["one_process_one_cpu"]["tokens_per_s"]),
+      "tokens_per_s_two_processes": round(two),
+      "two_process_over_one_process": round(two / results["devices=1"]["tokens_per_s"], 3),
+      "two_processes_over_one_cpu": round(two / results["one_process_one_cpu"]["tokens_per_s"],
+                                          3),
+      "two_process_token_shares": results["two_processes"]["token_shares"],
+      "padding_fraction": round(results["devices=1"]["padding_fraction"], 3),
+      "seconds_per_call": {name: row["seconds"] for name, row in results.items()},
+      "xla_eigen_threads": {name: row["xla_eigen_threads"] for name, row in results.items()},
+      "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+      "cpu": _common.cpu_model(),
+  }
+
+
 def _slope(sizes, values) -> float:
   return float(np.polyfit(np.log(sizes), np.log(values), 1)[0])
 
@@ -113,7 +406,15 @@ def main() -> None:
   parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
   parser.add_argument("--llms", type=int, nargs="+", default=[11, 100])
   parser.add_argument("--dim", type=int, default=384)
-  parser.add_argument("--stages", nargs="+", default=["estimate", "fit", "route"])
+  parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+  parser.add_argument("--score-prompts", type=int, default=96, help="prompts of the scoring job")
+  parser.add_argument("--score-llms", type=int, default=3, help="responses to each prompt")
+  parser.add_argument("--score-shards", type=int, default=8,
+                      help="record shards of the scoring job (shared out among processes)")
+  parser.add_argument("--score-window", type=int, default=16,
+                      help="pairs per score window and per batch; a multiple of 16")
+  parser.add_argument("--score-repeats", type=int, default=3,
+                      help="timed score calls per configuration, after one warm-up call")
   parser.add_argument("--workdir", type=pathlib.Path, default=None,
                       help="where the records are written (default: a temporary folder)")
   # Internal: run one stage in this process.
@@ -121,16 +422,23 @@ def main() -> None:
   parser.add_argument("--folder", type=pathlib.Path, help=argparse.SUPPRESS)
   parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
   parser.add_argument("--m", type=int, help=argparse.SUPPRESS)
+  # Internal: run one process of a scoring configuration.
+  parser.add_argument("--score-worker", type=pathlib.Path, help=argparse.SUPPRESS)
+  parser.add_argument("--cpus", type=int, nargs="+", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.stage:
     print(json.dumps(_stage(args.stage, args.folder, args.n, args.m)))
+    return
+  if args.score_worker:
+    _score_worker(args.score_worker, args.folder, args.score_window, args.cpus)
     return
 
   from erpjax import data
 
   workdir = args.workdir or pathlib.Path(tempfile.mkdtemp(prefix="erpjax-scaling-"))
   results: dict = {}
-  for m in args.llms:
+  feature_stages = [stage for stage in args.stages if stage != "score"]
+  for m in args.llms if feature_stages else ():
     for n in args.sizes:
       folder = workdir / f"features-{n}-{m}"
       start = time.perf_counter()
@@ -138,7 +446,7 @@ def main() -> None:
         data.write_features(folder, _features(n, m, args.dim), llms=[f"llm{j}" for j in
                                                                          range(m)], num_shards=4)
       print(f"M={m} N={n}: records written in {time.perf_counter() - start:.1f} s", flush=True)
-      for stage in args.stages:
+      for stage in feature_stages:
         row = _run_stage(stage, folder, n, m)
         results.setdefault(f"{stage}/M={m}", {})[n] = row
         print(f"  {stage:8s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mb']:7.0f} MB  "
@@ -156,6 +464,8 @@ def main() -> None:
         "rss_exponent": round(_slope(sizes, [rows[n]["peak_rss_mb"] for n in sizes]), 3)
         if len(sizes) > 1 else None,
     }
+  if "score" in args.stages:
+    summary["scoring"] = _scoring(workdir, args)
   print(json.dumps(summary))
 
 
