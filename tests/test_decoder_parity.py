@@ -182,6 +182,19 @@ def test_jax_nn_attention_matches(name, tmp_path, sequences):
   np.testing.assert_allclose(fused[:, 0], ref, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["llama", "qwen3"])
+def test_splash_attention_matches(name, tmp_path, sequences):
+  """Pallas TPU splash attention (interpreted on CPU) in every layer but the last, whose gathered
+  score rows attend densely; left- and right-padded rows."""
+  folder, _ = _save_family(name, tmp_path)
+  dense = decoder.load_decoder_reward_model(folder)
+  splash = decoder.load_decoder_reward_model(folder, attention="splash")
+  for side in ("left", "right"):
+    tokens, mask = _padded(sequences, side)
+    np.testing.assert_allclose(_run(splash, tokens, mask)[:, 0], _run(dense, tokens, mask)[:, 0],
+                               atol=TOL, rtol=0, err_msg=side)
+
+
 def test_jax_nn_attention_refuses_softcap(tmp_path):
   folder, _ = _save_family("gemma2", tmp_path)
   with pytest.raises(ValueError, match="soft-capping"):

@@ -291,10 +291,15 @@ class Attention(nnx.Module):
       q_bqnh, k_btkh = self.q_norm(q_bqnh), self.k_norm(k_btkh)
     q_bqnh = apply_rope(q_bqnh, cos_bqf, sin_bqf)
     k_btkh = apply_rope(k_btkh, cos_btf, sin_btf)
+    implementation = self.implementation
+    if query_index_bs is not None and implementation == "splash":
+      # Splash's causal and window masks compare row indices, which gathered query rows do not
+      # keep; these S rows per row attend densely ([S, T] logits: small).
+      implementation = "xla"
     o_bqnh = attention_kernels.dot_product_attention(
         q_bqnh, k_btkh, v_btkh, q_segment_ids_bt=segment_ids_bq, kv_segment_ids_bs=segment_ids_bt,
         q_positions_bt=positions_bq, kv_positions_bs=positions_bt, causal=True, scale=self.scale,
-        softcap=self.softcap, window=window, implementation=self.implementation)
+        softcap=self.softcap, window=window, implementation=implementation)
     return self.out(o_bqnh)
 
 
@@ -367,9 +372,9 @@ class DecoderModel(nnx.Module):
     if attention in ("jax_nn", "cudnn") and config.attn_logit_softcap is not None:
       raise ValueError(f"attention logit soft-capping is not available with {attention!r}; "
                        "use 'xla', 'reference' or 'pallas'")
-    if attention == "pallas" and 0 < len(config.sliding_layers) < config.num_layers:
-      raise ValueError("the pallas attention kernel needs one window for every layer; this model "
-                       "mixes sliding and full layers: use a dense implementation")
+    if attention in ("pallas", "splash") and 0 < len(config.sliding_layers) < config.num_layers:
+      raise ValueError(f"the {attention} attention kernel needs one window for every layer; this "
+                       "model mixes sliding and full layers: use a dense implementation")
     self.config = config
     self.dtype = dtype
     multiplier = config.embed_dim ** 0.5 if config.scale_embeddings else None
