@@ -82,7 +82,8 @@ def train_full_batch(model: nnx.Module, loss_fn: LossFn, x_nd, target_nm, config
   `jax.make_array_from_process_local_data` from each process's block, so no process holds
   another's rows; besides the gradients' all-reduce, only the row counts are exchanged. The
   mesh's "data" devices must split evenly over the processes. Every process gets the same model
-  and losses.
+  and losses. Processes that each pass all rows (an in-memory run) count every row P times,
+  which leaves the mean loss, and so the fit, as it is.
 
   Args:
     model: the initial model (not modified).
