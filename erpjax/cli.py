@@ -169,12 +169,13 @@ def cmd_route(args) -> int:
   """Routes new prompts with a saved router."""
   from erpjax import pipeline
   from erpjax.config import EncoderConfig
-  from erpjax.routing import cost_weight_for_budget, load_router, route
+  from erpjax.routing import check_encoder, cost_weight_for_budget, load_router, route
 
   config = EncoderConfig(path=args.encoder, max_length=args.max_length, batch_size=args.batch_size)
   ids, texts = _read_prompts(args.input, args.output)
+  router = load_router(args.router)  # A damaged router fails before the encoder loads.
   encoder = pipeline.load_encoder(config)
-  router = load_router(args.router, expect_encoder=encoder.identifier)
+  check_encoder(args.router, router.spec, encoder.identifier)
   _note_truncated(encoder, texts)
   embeddings = pipeline.embed(encoder, texts, config)
   predicted = np.asarray(router.predict(embeddings))

@@ -21,5 +21,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     # Cost weights: the grid a router is swept over, and the one meeting a budget.
     "_sweep": ("cost_weight_for_budget", "cost_weight_grid", "max_useful_cost_weight"),
     # Checkpoints (orbax).
-    "_checkpoint": ("RouterCheckpointError", "load_router", "save_router"),
+    "_checkpoint": ("RouterCheckpointError", "check_encoder", "load_router", "save_router"),
 })

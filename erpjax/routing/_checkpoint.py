@@ -120,6 +120,20 @@ def _check_shapes(path: pathlib.Path, spec: RouterSpec, arrays: dict) -> None:
     raise RouterCheckpointError(f"{path}: state does not match its metadata: {problems}")
 
 
+def check_encoder(path: str | os.PathLike[str], spec: RouterSpec, encoder: str) -> None:
+  """Refuses a router (saved at `path`) fit on another encoder's embeddings than `encoder`'s."""
+  if spec.encoder != encoder:
+    raise RouterCheckpointError(
+        f"{path}: router was fit on embeddings of encoder {spec.encoder!r}, "
+        f"but prompts would be embedded with {encoder!r}")
+
+
+def _first_line(error: BaseException) -> str:
+  """An error's first line: TensorStore's messages go on for pages of JSON specs."""
+  lines = str(error).strip().splitlines()
+  return lines[0] if lines else type(error).__name__
+
+
 def load_router(
     path: str | os.PathLike[str],
     *,
@@ -145,11 +159,8 @@ def load_router(
   checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
   metadata = _read_metadata(path, checkpointer, ocp)
   spec = _spec(path, metadata)
-  if expect_encoder is not None and spec.encoder != expect_encoder:
-    raise RouterCheckpointError(
-        f"{path}: router was fit on embeddings of encoder {spec.encoder!r}, "
-        f"but prompts would be embedded with {expect_encoder!r}"
-    )
+  if expect_encoder is not None:
+    check_encoder(path, spec, expect_encoder)
   if expect_llms is not None and tuple(expect_llms) != spec.llms:
     raise RouterCheckpointError(
         f"{path}: router routes to {list(spec.llms)}, expected {list(expect_llms)}"
@@ -175,7 +186,7 @@ def load_router(
   except Exception as error:  # noqa: BLE001 - truncated or missing files surface as many types
     raise RouterCheckpointError(
         f"{path}: router arrays cannot be read (damaged or does not match its metadata): "
-        f"{error}") from error
+        f"{_first_line(error)}") from error
   arrays = _flat(restored)
   problems = []
   for name, info in recorded.items():
