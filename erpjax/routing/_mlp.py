@@ -26,7 +26,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from erpjax import sharding
-from erpjax.routing._ridge_stats import _allgather
+from erpjax.runtime import distributed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +105,7 @@ def train_full_batch(model: nnx.Module, loss_fn: LossFn, x_nd, target_nm, config
   if data_devices % jax.process_count():
     raise ValueError(f"{data_devices} devices on 'data' do not split over "
                      f"{jax.process_count()} processes")
-  counts = _allgather(np.array([x_nd.shape[0]]))[:, 0]
+  counts = distributed.allgather(np.array([x_nd.shape[0]]))[:, 0]
   if not counts.sum():
     raise ValueError("no rows to train on")
   # Every process contributes an equal block of whole per-device shards: the largest count sets it.

@@ -29,10 +29,10 @@ import hashlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from erpjax import sharding
+from erpjax.runtime import distributed
 from erpjax.routing._ridge import BETA_GRID, ridge_path
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # TPUs multiply float32 in bfloat16 passes by default.
@@ -106,13 +106,6 @@ def _chunk_moments(mesh: Mesh):
                                out_specs=whole))
 
 
-def _allgather(local: np.ndarray) -> np.ndarray:
-  """[P, ...]: `local` of every process (no communication in a 1-process run)."""
-  if jax.process_count() == 1:
-    return local[None]
-  return np.asarray(multihost_utils.process_allgather(local))
-
-
 def _column_digests(observed_nm: np.ndarray) -> np.ndarray:
   """uint8[M, 16]: a digest of each column's observed-row mask."""
   packed = np.packbits(observed_nm, axis=0)
@@ -177,7 +170,7 @@ class RidgeStatistics:
     if not (np.isfinite(x).all() and np.isfinite(y[observed]).all()):
       raise ValueError("features and observed targets must be finite (NaN = unobserved target)")
     # Every process must run the same number of steps: the longest chunk sets it.
-    rows = max(_allgather(np.array([x.shape[0]]))[:, 0])
+    rows = max(distributed.allgather(np.array([x.shape[0]]))[:, 0])
     for start in range(0, rows, self._local_rows):
       self._add_step(x[start:start + self._local_rows], y[start:start + self._local_rows],
                      observed[start:start + self._local_rows])
@@ -215,7 +208,7 @@ class RidgeStatistics:
 
   def _refine_groups(self, observed: np.ndarray) -> None:
     """Splits groups whose heads this chunk observes on different rows (of any process)."""
-    digests = _allgather(_column_digests(observed))  # [P, M, 16]
+    digests = distributed.allgather(_column_digests(observed))  # [P, M, 16]
     keys = [(int(self.group_of_head[m]), digests[:, m].tobytes()) for m in range(self.num_heads)]
     new_ids: dict[tuple[int, bytes], int] = {}
     group_of_head = np.array([new_ids.setdefault(key, len(new_ids)) for key in keys])
@@ -269,6 +262,6 @@ def fit_ridge_streamed(chunks, num_features: int, num_heads: int, betas=BETA_GRI
   while True:
     chunk = next(chunks, None)
     # Processes whose chunks ran out add empty ones until every process's have.
-    if not _allgather(np.array([chunk is not None])).any():
+    if not distributed.allgather(np.array([chunk is not None])).any():
       return stats.solve(betas)
     stats.add(*(empty if chunk is None else chunk))

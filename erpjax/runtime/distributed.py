@@ -125,6 +125,13 @@ def my_share(item_ids: Iterable[str], process_id: int | None = None,
   return [i for i, item_id in enumerate(item_ids) if owner(item_id, num_processes) == process_id]
 
 
+def allgather(local: np.ndarray) -> np.ndarray:
+  """[P, ...]: `local` of every process of the run (no communication for one process)."""
+  if jax.process_count() == 1:
+    return local[None]
+  return np.asarray(multihost_utils.process_allgather(local))
+
+
 def barrier(name: str) -> None:
   """Waits until every process of the run reaches the barrier `name` (no-op for one process),
   e.g. before process 0 writes a manifest of every process's shards."""
