@@ -130,14 +130,6 @@ def _read_prompts(path: str, output: str) -> tuple[list[str], list[str]]:
   return data.read_prompts(path)
 
 
-def _note_truncated(encoder, texts) -> None:
-  """Prints how many prompts the encoder's max_length cut (their embeddings miss the rest)."""
-  truncated = encoder.tokenizer.num_truncated(texts)
-  if truncated:
-    print(f"note: {truncated} of {len(texts)} prompts are longer than the encoder's "
-          f"{encoder.max_length} tokens and were truncated to them (--max-length)")
-
-
 def _write_table(columns: dict, path: pathlib.Path) -> None:
   import pyarrow as pa
   import pyarrow.parquet as pq
@@ -158,7 +150,6 @@ def cmd_embed(args) -> int:
   ids, texts = _read_prompts(args.input, args.output)
   encoder = pipeline.load_encoder(config)
   embeddings = pipeline.embed(encoder, texts, config)
-  _note_truncated(encoder, texts)
   _write_table({"prompt_id": ids, "embedding": list(embeddings)}, pathlib.Path(args.output))
   print(f"wrote {len(ids)} embeddings of dim {embeddings.shape[1]} ({encoder.identifier}) "
         f"to {args.output}")
@@ -176,7 +167,6 @@ def cmd_route(args) -> int:
   router = load_router(args.router)  # A damaged router fails before the encoder loads.
   encoder = pipeline.load_encoder(config)
   check_encoder(args.router, router.spec, encoder.identifier)
-  _note_truncated(encoder, texts)
   embeddings = pipeline.embed(encoder, texts, config)
   predicted = np.asarray(router.predict(embeddings))
   # The router routes on its utilities (at cost weight 0: predictions less its safe-rule

@@ -82,8 +82,14 @@ def load_encoder(config: EncoderConfig):
 def embed(
     encoder, texts: Sequence[str], config: EncoderConfig, *, progress: bool = True
 ) -> np.ndarray:
-  """[N, D] float32 embeddings of `texts`, through the on-disk cache when `config.cache`."""
+  """[N, D] float32 embeddings of `texts`, through the on-disk cache when `config.cache`; warns
+  how many texts the encoder's max_length truncated (their embeddings miss the rest)."""
   from erpjax.encode import encode_cached
+
+  truncated = encoder.tokenizer.num_truncated(texts)
+  if truncated:
+    log.warning("%d of %d prompts are longer than the encoder's %d tokens and were truncated to "
+                "them (encoder max_length)", truncated, len(texts), encoder.max_length)
 
   if config.cache:
     return encode_cached(encoder, texts, paths.cache_dir() / "embeddings",

@@ -482,13 +482,14 @@ def test_fit_killed_while_writing_the_router_leaves_a_router(tmp_path):
   assert np.isfinite(np.asarray(loaded.predict(x))).all()
 
 
-def test_embed_reports_how_many_prompts_the_encoder_truncated(tmp_path, capsys, monkeypatch):
+def test_embed_reports_how_many_prompts_the_encoder_truncated(tmp_path, capsys, monkeypatch,
+                                                              caplog):
   monkeypatch.setenv("ERPJAX_CACHE", str(tmp_path / "cache"))
   prompts = tmp_path / "prompts.txt"
   prompts.write_text("short\n" + "a much longer prompt than eight tokens can hold, surely\n")
-  code, out, _ = _cli(capsys, "embed", prompts, "-o", tmp_path / "e.parquet", "--max-length", 8)
+  code, _, _ = _cli(capsys, "embed", prompts, "-o", tmp_path / "e.parquet", "--max-length", 8)
   assert code == 0  # was: truncated with no note
-  assert "note: 1 of 2 prompts are longer than the encoder's 8 tokens and were truncated" in out
+  assert "1 of 2 prompts are longer than the encoder's 8 tokens and were truncated" in caplog.text
 
 
 def test_an_unusable_embedding_cache_is_refused_before_the_work(tmp_path, capsys, monkeypatch):

@@ -61,6 +61,7 @@ def test_chat_tokenizer_wraps_and_truncates_the_message_only():
   assert ids_short == [user, *hf.convert_tokens_to_ids(["w1", "w2"]), end, assistant]
   # Cut at the message's end: the template's tail survives.
   assert ids_long == [user, *hf.convert_tokens_to_ids(WORDS[:5]), end, assistant]
+  assert chat.num_truncated([short, long, long]) == 2
   with pytest.raises(ValueError, match="leaves no room"):
     ChatTokenizer(hf, max_length=3)
 

@@ -86,15 +86,25 @@ class ChatTokenizer:
   def _ids(self, texts: list[str]) -> list[list[int]]:
     return self._tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-  def __call__(self, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids per prompt, each at most `max_length` long."""
+  def _encode(self, texts: Sequence[str]) -> tuple[list[str], dict]:
+    """(rendered templates, the tokenizer's encoding of them with offsets)."""
     for i, text in enumerate(texts):
       if not isinstance(text, str):
         raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
     rendered = [self._render(t) for t in texts]
     # Whole texts are tokenized at once, so ids equal what the model's own tokenizer gives the
     # rendered template; only too long ones are cut, where the message ends.
-    encoded = self._tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+    return rendered, self._tokenizer(rendered, add_special_tokens=False,
+                                     return_offsets_mapping=True)
+
+  def num_truncated(self, texts: Sequence[str]) -> int:
+    """How many of `texts` lose tokens to the `max_length` truncation."""
+    _, encoded = self._encode(texts)
+    return sum(len(ids) > self.max_length for ids in encoded["input_ids"])
+
+  def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids per prompt, each at most `max_length` long."""
+    rendered, encoded = self._encode(texts)
     out = []
     for text, ids, offsets in zip(rendered, encoded["input_ids"], encoded["offset_mapping"]):
       if len(ids) > self.max_length:
