@@ -46,6 +46,11 @@ def _segment_moments(cell, reward, num_cells):
   return count, mean, sum_sq
 
 
+def _power_of_two(n: int) -> int:
+  """The least power of two >= n (1 for n <= 1)."""
+  return 1 << max(n - 1, 0).bit_length()
+
+
 def estimate_expected_rewards(dataset: RoutingDataset) -> ExpectedRewards:
   """Mean, variance, standard error and count of rewards per (prompt, LLM, reward model)."""
   n, m, r = dataset.num_prompts, dataset.num_llms, len(dataset.reward_models)
@@ -55,10 +60,16 @@ def estimate_expected_rewards(dataset: RoutingDataset) -> ExpectedRewards:
   # the host side in float64. Rewards are centered by their global mean first so that float32
   # keeps its precision for rewards with a large offset (e.g. raw reward-model logits).
   offset = float(s.reward.mean()) if len(s) else 0.0
-  count, mean, sum_sq = _segment_moments(
-      jnp.asarray(cell, jnp.int32), jnp.asarray(s.reward - offset, jnp.float32), num_cells=n * m * r
-  )
-  count = np.asarray(count).astype(np.int64)
+  # Samples and cells are padded to powers of two, so that datasets of many sizes (the shards of
+  # a streamed job) share a few compilations; padding samples fall into one spare cell.
+  num_cells = n * m * r
+  padded_cells = _power_of_two(num_cells + 1)
+  padded_samples = _power_of_two(len(s))
+  cell = np.pad(cell, (0, padded_samples - len(s)), constant_values=padded_cells - 1)
+  reward = np.pad(s.reward - offset, (0, padded_samples - len(s)))
+  count, mean, sum_sq = (np.asarray(a)[:num_cells] for a in _segment_moments(
+      jnp.asarray(cell, jnp.int32), jnp.asarray(reward, jnp.float32), num_cells=padded_cells))
+  count = count.astype(np.int64)
   with np.errstate(invalid="ignore", divide="ignore"):
     mean = np.where(count > 0, np.asarray(mean, np.float64) + offset, np.nan)
     variance = np.where(count > 1, np.asarray(sum_sq, np.float64) / (count - 1), np.nan)

@@ -53,3 +53,15 @@ def test_of_selects_reward_model():
   est = estimate_expected_rewards(ds)
   assert est.of(1).shape == (ds.num_prompts, ds.num_llms)
   np.testing.assert_array_equal(est.of(1), est.mean[:, :, 1])
+
+
+def test_datasets_of_many_sizes_share_a_few_compilations():
+  """The shards of a streamed job differ in size: padding to powers of two bounds the compiles."""
+  from erpjax import estimate
+
+  rng = np.random.default_rng(1)
+  before = estimate._segment_moments._cache_size()
+  for n in range(20, 40):
+    estimate_expected_rewards(_dataset(rng, n=n))
+  # 20 sizes: from ~360 to ~720 samples and 360 to 720 cells, 2 powers of two each at most.
+  assert estimate._segment_moments._cache_size() - before <= 4
