@@ -28,9 +28,10 @@ the shape of erpjax's own trained reward model) reading MiniLM's WordPiece token
 pairs: ~21 MFLOP per token, so the step's GEMMs dominate as they would with a real reward model
 (the one-layer, 32-wide `erpjax.scoring.testing` model would measure mostly Python and dispatch
 overhead, which a real model hides). Every pair is 62 tokens, two to a 128-token row; a batch holds
-one window of `--score-window` pairs (8 rows for 16) whatever the device count. The default 96
-prompts hash to 48 prompts in each process's 4 of the 8 shards (each process's token share is
-reported: a small job splits unevenly by chance, a real one's thousands of shards do not).
+one window of `--score-window` pairs (8 rows for 16) whatever the device count. The default 48
+prompts (4 responses each) hash to 23 and 25 prompts in the two processes' 4 shards each (each
+process's token share is reported: a small job splits unevenly by chance, a real one's thousands
+of shards do not).
 
 Each configuration runs in its own fresh processes on CPU (JAX_PLATFORMS=cpu), all started first;
 each warms up with one job (compiling every batch shape; a timed job that compiled anything, or
@@ -39,7 +40,8 @@ configuration per round for `--score-repeats` rounds, so that load from other wo
 machine falls on all alike; each job writes new output folders. Throughput is the real tokens of
 all processes over the wall time of a job (a 2-process job ends at a barrier, so the slower
 process sets it), median over the rounds; it includes the pipeline's reading, tokenizing, packing
-and writing, not only the model.
+and writing, not only the model. A ratio of two configurations is the median over the rounds of
+the ratio within a round (the two are timed one after the other).
 
   devices=K  one process with XLA_FLAGS=--xla_force_host_platform_device_count=K: the engine's
              mesh splits each batch over K devices on its data axis. The emulated devices share
@@ -269,11 +271,17 @@ class _Worker(NamedTuple):
   log: pathlib.Path
 
 
-def _reply(worker: _Worker) -> dict:
-  """The next REPLY line of a scoring worker (other output, e.g. a library's, is skipped)."""
-  for line in worker.process.stdout:
-    if line.startswith(REPLY):
-      return json.loads(line[len(REPLY):])
+def _reply(worker: _Worker, timeout: float = 600) -> dict:
+  """The next REPLY line of a scoring worker (other output, e.g. a library's, is skipped). A
+  worker silent for `timeout` s is killed (e.g. one waiting at a barrier for a dead peer)."""
+  watchdog = threading.Timer(timeout, worker.process.kill)
+  watchdog.start()
+  try:
+    for line in worker.process.stdout:
+      if line.startswith(REPLY):
+        return json.loads(line[len(REPLY):])
+  finally:
+    watchdog.cancel()
   worker.process.wait()
   raise RuntimeError(f"scoring worker failed ({worker.process.returncode}):\n"
                      f"{worker.log.read_text()[-3000:]}")
@@ -306,19 +314,28 @@ def _start_scoring(samples: pathlib.Path, folder: pathlib.Path, devices: int,
       workers.append(_Worker(subprocess.Popen(
           command, env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
           text=True), log))
-  return workers, [_reply(worker) for worker in workers]
+  try:
+    return workers, [_reply(worker) for worker in workers]
+  except RuntimeError:  # One failed: its peers would wait for it at a barrier.
+    for worker in workers:
+      worker.process.kill()
+    raise
 
 
 def _scoring(workdir: pathlib.Path, args: argparse.Namespace) -> dict:
   """Every scoring configuration, each in its own fresh processes, all started and warmed up
-  first; then the timed calls in turns (one call of each configuration per round), so that load
+  first; then the timed jobs in turns (one job of each configuration per round), so that load
   from other jobs on the shared machine falls on every configuration alike. Prints a line per
   configuration and returns the "scoring" object of the result line."""
   allowed = sorted(os.sched_getaffinity(0))
-  configs = {f"devices={k}": (k, [None]) for k in SCORE_DEVICES}
-  configs["one_process_one_cpu"] = (1, [allowed[:1]])
-  # One CPU each (the same one twice if only one is allowed).
-  configs["two_processes"] = (1, [allowed[:1], allowed[1:2] or allowed[:1]])
+  # In the order of each round: the ratios' two sides are timed next to each other.
+  configs = {
+      "devices=1": (1, [None]),
+      # One CPU each (the same one twice if only one is allowed).
+      "two_processes": (1, [allowed[:1], allowed[1:2] or allowed[:1]]),
+      "one_process_one_cpu": (1, [allowed[:1]]),
+      **{f"devices={k}": (k, [None]) for k in SCORE_DEVICES[1:]},
+  }
   from erpjax import data
 
   # A new folder each run: a job whose output exists would be skipped, not scored.
@@ -327,23 +344,18 @@ def _scoring(workdir: pathlib.Path, args: argparse.Namespace) -> dict:
                                workdir / "samples", num_shards=args.score_shards)
   load_before = os.getloadavg()[0]
   running: dict[str, list[_Worker]] = {}
-  setups, calls = {}, {name: [] for name in configs}
-  # A hung worker (e.g. a process waiting at a barrier for a dead peer) ends the run, not blocks it.
-  watchdog = threading.Timer(
-      1200, lambda: [w.process.kill() for workers in running.values() for w in workers])
-  watchdog.start()
+  setups, jobs = {}, {name: [] for name in configs}
   try:
     for name, (devices, cpus) in configs.items():
       running[name], setups[name] = _start_scoring(samples, workdir / name, devices, cpus, args)
     for _ in range(args.score_repeats):
       for name, workers in running.items():
-        for worker in workers:  # All processes of a run start the call together.
+        for worker in workers:  # All processes of a run start the job together.
           with contextlib.suppress(BrokenPipeError):  # A dead worker: `_reply` says why.
             worker.process.stdin.write("score\n")
             worker.process.stdin.flush()
-        calls[name].append([_reply(worker) for worker in workers])
+        jobs[name].append([_reply(worker) for worker in workers])
   finally:
-    watchdog.cancel()
     for workers in running.values():
       for worker in workers:
         with contextlib.suppress(BrokenPipeError):
@@ -356,12 +368,13 @@ def _scoring(workdir: pathlib.Path, args: argparse.Namespace) -> dict:
           worker.process.kill()
 
   results = {}
-  for name, rows in calls.items():
+  for name, rows in jobs.items():
     tokens = sum(reply["tokens"] for reply in rows[0])
-    # A call's wall time is its slowest process's (each returns after the last barrier).
+    # A job's wall time is its slowest process's (each returns after the last barrier).
     seconds = [max(reply["seconds"] for reply in replies) for replies in rows]
     row = results[name] = {
         "tokens_per_s": float(np.median([tokens / s for s in seconds])), "tokens": tokens,
+        "rounds_tokens_per_s": [tokens / s for s in seconds],
         "padding_fraction": 1 - tokens / sum(reply["slots"] for reply in rows[0]),
         "seconds": [round(s, 3) for s in seconds],
         "warm_up_seconds": round(max(s["warm_up_seconds"] for s in setups[name]), 2),
@@ -370,12 +383,18 @@ def _scoring(workdir: pathlib.Path, args: argparse.Namespace) -> dict:
                                                             "local_devices")},
     }
     print(f"  score {name:20s} {row['tokens_per_s']:8.0f} tokens/s  ({tokens} tokens, "
-          f"padding {row['padding_fraction']:.0%}, calls {row['seconds']} s, warm-up "
-          f"{row['warm_up_seconds']} s, CPUs {row['cpus']}, XLA threads "
-          f"{row['xla_eigen_threads']}, token shares {row['token_shares']})", flush=True)
+          f"padding {row['padding_fraction']:.0%}, jobs {row['seconds']} s, warm-up "
+          f"{row['warm_up_seconds']} s, devices {row['local_devices']}, CPUs {row['cpus']}, "
+          f"XLA threads {row['xla_eigen_threads']}, token shares {row['token_shares']})",
+          flush=True)
   if len({row["tokens"] for row in results.values()}) != 1:
     raise RuntimeError("the configurations scored different numbers of tokens")
-  two = results["two_processes"]["tokens_per_s"]
+
+  def ratio(name: str, reference: str) -> float:
+    """Median over the rounds of the ratio of two configurations' tokens/s in the same round."""
+    pairs = zip(results[name]["rounds_tokens_per_s"], results[reference]["rounds_tokens_per_s"])
+    return round(float(np.median([a / b for a, b in pairs])), 3)
+
   return {
       "model": "MiniLM-L6-shaped BertClassifier, random weights, float32",
       "prompts": args.score_prompts, "responses_per_prompt": args.score_llms,
@@ -384,13 +403,12 @@ def _scoring(workdir: pathlib.Path, args: argparse.Namespace) -> dict:
       "tokens_per_s_by_devices": {k: round(results[f"devices={k}"]["tokens_per_s"])
                                   for k in SCORE_DEVICES},
       "tokens_per_s_one_process_one_cpu": round(results["one_process_one_cpu"]["tokens_per_s"]),
-      "tokens_per_s_two_processes": round(two),
-      "two_process_over_one_process": round(two / results["devices=1"]["tokens_per_s"], 3),
-      "two_processes_over_one_cpu": round(two / results["one_process_one_cpu"]["tokens_per_s"],
-                                          3),
+      "tokens_per_s_two_processes": round(results["two_processes"]["tokens_per_s"]),
+      "two_process_over_one_process": ratio("two_processes", "devices=1"),
+      "two_processes_over_one_cpu": ratio("two_processes", "one_process_one_cpu"),
       "two_process_token_shares": results["two_processes"]["token_shares"],
       "padding_fraction": round(results["devices=1"]["padding_fraction"], 3),
-      "seconds_per_call": {name: row["seconds"] for name, row in results.items()},
+      "seconds_per_job": {name: row["seconds"] for name, row in results.items()},
       "xla_eigen_threads": {name: row["xla_eigen_threads"] for name, row in results.items()},
       "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
       "cpu": _common.cpu_model(),
@@ -407,14 +425,14 @@ def main() -> None:
   parser.add_argument("--llms", type=int, nargs="+", default=[11, 100])
   parser.add_argument("--dim", type=int, default=384)
   parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
-  parser.add_argument("--score-prompts", type=int, default=96, help="prompts of the scoring job")
-  parser.add_argument("--score-llms", type=int, default=3, help="responses to each prompt")
+  parser.add_argument("--score-prompts", type=int, default=48, help="prompts of the scoring job")
+  parser.add_argument("--score-llms", type=int, default=4, help="responses to each prompt")
   parser.add_argument("--score-shards", type=int, default=8,
                       help="record shards of the scoring job (shared out among processes)")
   parser.add_argument("--score-window", type=int, default=16,
                       help="pairs per score window and per batch; a multiple of 16")
   parser.add_argument("--score-repeats", type=int, default=3,
-                      help="timed score calls per configuration, after one warm-up call")
+                      help="timed scoring jobs per configuration, after one warm-up job")
   parser.add_argument("--workdir", type=pathlib.Path, default=None,
                       help="where the records are written (default: a temporary folder)")
   # Internal: run one stage in this process.
