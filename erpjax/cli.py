@@ -240,14 +240,12 @@ def cmd_score(args) -> int:
 
 def cmd_convert(args) -> int:
   """Writes a dataset folder's samples as ArrayRecord records, each prompt's in one shard."""
-  from erpjax import data, files, streamed
+  from erpjax import data
 
-  files.check_output_dir(args.output, "records")  # before reading a large input
-  dataset = data.read_dataset(args.input)
-  shards = args.shards or streamed.default_num_shards(len(dataset.samples))
-  folder = data.write_samples(dataset, args.output, num_shards=shards)
-  print(f"wrote {len(dataset.samples)} samples of {dataset.num_prompts} prompts and "
-        f"{dataset.num_llms} LLMs as {shards} ArrayRecord shard(s) to {folder}")
+  # Streamed: one batch of rows, then one shard, in memory (erpjax/data/_convert.py).
+  done = data.convert_dataset(args.input, args.output, num_shards=args.shards)
+  print(f"wrote {done.num_samples} samples of {done.num_prompts} prompts and "
+        f"{done.num_llms} LLMs as {done.num_shards} ArrayRecord shard(s) to {done.folder}")
   return 0
 
 

@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "_schema": ("RewardSamples", "RoutingDataset"),
     # Reading and writing the on-disk format (docs/data_format.md).
     "_io": ("load_folder", "read_dataset", "read_prompts", "write_dataset"),
+    "_convert": ("convert_dataset",),  # a dataset folder to records, streamed (`erpjax convert`)
     # ArrayRecord records: samples for scoring, features streamed to fitting (grain).
     "_records": ("FeatureChunk", "feature_chunks", "read_manifest", "read_samples",
                  "write_features", "write_samples"),

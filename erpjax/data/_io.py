@@ -13,9 +13,11 @@ docs/data_format.md is the full description. Every problem found while reading r
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import pathlib
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -91,22 +93,31 @@ def read_dataset(folder: str | os.PathLike[str], name: str | None = None) -> Rou
   folder = pathlib.Path(folder)
   meta = _read_meta(folder / META_FILE)
   prompts, llms, samples = (_read_table(folder, table) for table in _TABLES)
+  reward_models = meta.get("reward_models")
+  if reward_models is None:  # In order of first appearance; pc.unique keeps that order.
+    reward_models = pc.unique(samples.columns["reward_model"]).to_pylist()
+  return _checked_dataset(folder, meta, prompts, llms, samples,
+                          name=name or meta.get("name") or folder.name, reward_models=reward_models)
 
+
+def _checked_dataset(folder: pathlib.Path, meta: dict, prompts: _Table, llms: _Table,
+                     samples: _Table, *, name: str, reward_models: list[str]) -> RoutingDataset:
+  """The dataset of parsed tables, after the checks that compare rows and tables.
+
+  Every check looks within one table or from samples to the prompts and LLMs they name, so it also
+  holds for a part of the rows (`erpjax.data._convert` checks one shard at a time) provided that
+  the part holds every row of each prompt id it holds, and the prompt of each of its samples.
+  """
   prompt_ids, texts = _prompt_ids_and_texts(prompts)
   llm_names = _strings(llms, "llm")
   _check_unique(llms, "llm", llm_names)
   costs = _floats(llms, "cost", nonnegative=True)
-
-  if meta.get("reward_models") is not None:
-    reward_models = meta["reward_models"]
-  else:  # In order of first appearance; pc.unique keeps that order.
-    reward_models = pc.unique(samples.columns["reward_model"]).to_pylist()
   sample_cost = _floats(samples, "cost", nonnegative=True)
   response = None
   if samples.columns["response"].null_count < len(samples.rows):
     response = tuple(samples.columns["response"].to_pylist())
   return RoutingDataset(
-      name=name or meta.get("name") or folder.name,
+      name=name,
       prompt_ids=tuple(prompt_ids),
       prompts=tuple(texts),
       categories=tuple(prompts.columns["category"].to_pylist()),
@@ -243,7 +254,8 @@ def _read_meta(path: pathlib.Path) -> dict:
   return meta
 
 
-def _read_table(folder: pathlib.Path, table: str) -> _Table:
+def _table_path(folder: pathlib.Path, table: str) -> pathlib.Path:
+  """The file of `table` in `folder`: exactly one of <table>.parquet and <table>.jsonl."""
   paths = [folder / f"{table}.{fmt}" for fmt in FORMATS]
   found = [path for path in paths if path.exists()]
   if not found:
@@ -251,15 +263,37 @@ def _read_table(folder: pathlib.Path, table: str) -> _Table:
                     file=folder)
   if len(found) > 1:
     raise DataError(f"table {table!r} exists as both Parquet and JSONL; keep one", file=found[0])
-  path = found[0]
+  return found[0]
+
+
+def _read_table(folder: pathlib.Path, table: str) -> _Table:
+  path = _table_path(folder, table)
   fields = _TABLES[table]
   return _read_parquet(path, fields) if path.suffix == ".parquet" else _read_jsonl(path, fields)
 
 
+def _table_batches(path: pathlib.Path, table: str, batch_rows: int) -> Iterator[_Table]:
+  """`table`'s file read `batch_rows` data rows at a time, each batch parsed and checked as
+  `_read_table` does and carrying its rows' file rows; only one batch is in memory at a time."""
+  fields = _TABLES[table]
+  if path.suffix == ".parquet":
+    yield from _parquet_batches(path, fields, batch_rows)
+    return
+  records = jsonl_records(path)
+  while block := list(itertools.islice(records, batch_rows)):
+    yield _jsonl_table(path, fields, block)
+
+
 def _read_jsonl(path: pathlib.Path, fields: tuple[_Field, ...]) -> _Table:
+  return _jsonl_table(path, fields, jsonl_records(path))
+
+
+def _jsonl_table(path: pathlib.Path, fields: tuple[_Field, ...],
+                 records: Iterable[tuple[int, dict]]) -> _Table:
+  """The table of (line number, object) records of the JSONL file `path`, checked field by field."""
   values: dict[str, list] = {field.name: [] for field in fields}
   rows = []
-  for row, record in jsonl_records(path):
+  for row, record in records:
     for field in fields:
       if field.name not in record:
         if field.required:
@@ -302,6 +336,41 @@ def _read_parquet(path: pathlib.Path, fields: tuple[_Field, ...]) -> _Table:
     table = pq.read_table(path)
   except (pa.ArrowException, OSError) as e:
     raise DataError(f"not a readable Parquet file: {e}", file=path) from e
+  return _parquet_table(path, fields, table, 1)
+
+
+def _parquet_batches(path: pathlib.Path, fields: tuple[_Field, ...],
+                     batch_rows: int) -> Iterator[_Table]:
+  """The Parquet table `path` in batches of at most `batch_rows` rows, only the `fields` columns
+  (as `_table_batches`). Parquet decodes whole pages, so a batch costs a little more memory."""
+
+  def unreadable(e: Exception) -> DataError:
+    return DataError(f"not a readable Parquet file: {e}", file=path)
+
+  try:
+    file = pq.ParquetFile(path)
+    names = [field.name for field in fields if field.name in file.schema_arrow.names]
+    # Columns missing or of the wrong type are refused before any row is read (also for 0 rows).
+    _parquet_table(path, fields, file.schema_arrow.empty_table().select(names), 1)
+    batches = file.iter_batches(batch_size=batch_rows, columns=names)
+  except (pa.ArrowException, OSError) as e:
+    raise unreadable(e) from e
+  first_row = 1
+  while True:
+    try:
+      batch = next(batches, None)
+    except (pa.ArrowException, OSError) as e:
+      raise unreadable(e) from e
+    if batch is None:
+      return
+    yield _parquet_table(path, fields, pa.Table.from_batches([batch]), first_row)
+    first_row += batch.num_rows
+
+
+def _parquet_table(path: pathlib.Path, fields: tuple[_Field, ...], table: pa.Table,
+                   first_row: int) -> _Table:
+  """The `fields` of `table`, rows `first_row`, `first_row` + 1, ... of the Parquet file `path`,
+  checked: required columns present, types, no nulls in non-nullable fields."""
   n = table.num_rows
   columns = {}
   for field in fields:
@@ -324,7 +393,7 @@ def _read_parquet(path: pathlib.Path, fields: tuple[_Field, ...]) -> _Table:
       raise DataError(f"expected {_describe(field)} column, found type {kind}",
                       file=path, field=field.name)
     columns[field.name] = column.cast(_arrow_type(field))
-  result = _Table(path, columns, np.arange(1, n + 1, dtype=np.int64))
+  result = _Table(path, columns, np.arange(first_row, first_row + n, dtype=np.int64))
   for field in fields:
     if not field.nullable and (bad := _first(pc.is_null(columns[field.name]))) is not None:
       raise result.error("missing required field (null)", bad, field.name)
