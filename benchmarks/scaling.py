@@ -41,7 +41,11 @@ machine falls on all alike; each job writes new output folders. Throughput is th
 all processes over the wall time of a job (a 2-process job ends at a barrier, so the slower
 process sets it), median over the rounds; it includes the pipeline's reading, tokenizing, packing
 and writing, not only the model. A ratio of two configurations is the median over the rounds of
-the ratio within a round (the two are timed one after the other).
+the ratio within a round (the two are timed one after the other). Interleaving evens out load
+that comes and goes, not a steady job of another user: one busy core halves every configuration
+that uses both but not one pinned to a single CPU. So the result also gives the CPU seconds
+that other work used during the scoring stage (the machine's busy time in /proc/stat less this
+run's own); figures taken with much of it are not comparable.
 
   devices=K  one process with XLA_FLAGS=--xla_force_host_platform_device_count=K: the engine's
              mesh splits each batch over K devices on its data axis. The emulated devices share
@@ -257,6 +261,17 @@ def _score_worker(samples: pathlib.Path, folder: pathlib.Path, window: int,
                               "seconds": seconds}), flush=True)
 
 
+def _cpu_seconds() -> tuple[float, float]:
+  """(busy CPU seconds of the whole machine since boot, of this process and its waited-for
+  children): their difference over a run is the CPU time that other work took meanwhile."""
+  fields = pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+  user, nice, system, _, _, irq, softirq, steal = map(int, fields[:8])
+  machine = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+  ours = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                               resource.getrusage(resource.RUSAGE_CHILDREN)))
+  return machine, ours
+
+
 def _free_port() -> int:
   """A TCP port on localhost that is free now (for the coordinator)."""
   with socket.socket() as s:
@@ -342,7 +357,7 @@ def _scoring(workdir: pathlib.Path, args: argparse.Namespace) -> dict:
   workdir = pathlib.Path(tempfile.mkdtemp(prefix="scoring-", dir=workdir))
   samples = data.write_samples(_score_dataset(args.score_prompts, args.score_llms),
                                workdir / "samples", num_shards=args.score_shards)
-  load_before = os.getloadavg()[0]
+  start, (machine_before, ours_before) = time.perf_counter(), _cpu_seconds()
   running: dict[str, list[_Worker]] = {}
   setups, jobs = {}, {name: [] for name in configs}
   try:
@@ -366,6 +381,12 @@ def _scoring(workdir: pathlib.Path, args: argparse.Namespace) -> dict:
           worker.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
           worker.process.kill()
+          worker.process.wait()
+  machine, ours = _cpu_seconds()
+  other_cpu_s = machine - machine_before - (ours - ours_before)
+  wall_s = time.perf_counter() - start
+  print(f"  scoring took {wall_s:.0f} s; other work on the machine used {other_cpu_s:.0f} CPU "
+        f"seconds meanwhile ({other_cpu_s / wall_s:.2f} cores on average)", flush=True)
 
   results = {}
   for name, rows in jobs.items():
@@ -410,7 +431,8 @@ def _scoring(workdir: pathlib.Path, args: argparse.Namespace) -> dict:
       "padding_fraction": round(results["devices=1"]["padding_fraction"], 3),
       "seconds_per_job": {name: row["seconds"] for name, row in results.items()},
       "xla_eigen_threads": {name: row["xla_eigen_threads"] for name, row in results.items()},
-      "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+      # Other jobs on a shared machine distort the figures; this says how much ran meanwhile.
+      "wall_s": round(wall_s, 1), "other_work_cpu_s": round(other_cpu_s, 1),
       "cpu": _common.cpu_model(),
   }
 
