@@ -13,7 +13,7 @@ import pytest
 
 from erpjax import cli
 from erpjax.data import (DataError, RewardSamples, RoutingDataset, convert_dataset, read_dataset,
-                         write_dataset, write_samples)
+                         read_samples, write_dataset, write_samples)
 from erpjax.data._records import open_records, read_manifest
 
 
@@ -40,7 +40,7 @@ def _dataset(num_prompts: int = 60) -> RoutingDataset:
 
 def _records(folder: pathlib.Path, shard: int) -> list[bytes]:
   _, source = open_records(folder, shards=[shard])
-  return list(source.__getitems__(range(len(source))))
+  return list(source.__getitems__(range(len(source)))) if len(source) else []
 
 
 def _assert_same_folder(streamed: pathlib.Path, expected: pathlib.Path, num_shards: int) -> None:
@@ -209,3 +209,45 @@ def test_memory_is_one_batch_and_one_shard_not_the_dataset(tmp_path):
   assert big_peak < 1.5 * small_peak
   # The assertion can fail: reading the 100k samples whole takes far more.
   assert _peak_bytes(lambda: read_dataset(big)) > 5 * small_peak
+
+
+def test_one_record_writer_alive_at_a_time_and_empty_shards_written(tmp_path, monkeypatch):
+  """An ArrayRecord writer keeps ~200 bytes per record until it is freed (outside what
+  tracemalloc sees), so convert must not keep S writers: at most one is alive at any time."""
+  import weakref
+
+  from erpjax.data import _records as records_module
+
+  alive, most = set(), [0]
+
+  def counted(path):
+    writer = real(path)
+
+    class Counted:  # pybind11 writers take no weak references; a wrapper does
+      write, close = writer.write, writer.close
+
+    wrapper = Counted()
+    alive.add(id(wrapper))
+    weakref.finalize(wrapper, alive.discard, id(wrapper))
+    most[0] = max(most[0], len(alive))
+    return wrapper
+
+  real = records_module._writer
+  monkeypatch.setattr(records_module, "_writer", counted)
+  source = write_dataset(_dataset(num_prompts=5), tmp_path / "ds")
+  done = convert_dataset(source, tmp_path / "out", num_shards=12, batch_rows=3)
+  assert most[0] == 1
+  monkeypatch.setattr(records_module, "_writer", real)
+  expected = write_samples(read_dataset(source), tmp_path / "memory", num_shards=12)
+  _assert_same_folder(done.folder, expected, 12)
+  assert sum(not _records(done.folder, s) for s in range(12)) >= 7  # 5 prompts: empty shards
+  assert [read_samples(done.folder, shards=[s]).num_prompts for s in range(12)].count(0) >= 7
+
+
+def test_records_out_of_shard_order_are_refused(tmp_path):
+  from erpjax.data._records import write_records
+
+  with pytest.raises(ValueError, match="a record of shard 0 after shard 1's"):
+    write_records(tmp_path / "r", "samples", [(1, b"a"), (0, b"b")], num_shards=2,
+                  in_shard_order=True)
+  assert not (tmp_path / "r").exists()

@@ -184,7 +184,8 @@ def convert_dataset(folder: str | os.PathLike[str], output: str | os.PathLike[st
           yield shard, record
         del data  # before the next shard is read: one shard at a time
 
-    written = write_records(output, "samples", records(), num_shards=num_shards, meta=out_meta)
+    written = write_records(output, "samples", records(), num_shards=num_shards, meta=out_meta,
+                            in_shard_order=True)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return Converted(written, num_shards, counts["prompts"], counts["samples"],

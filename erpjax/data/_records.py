@@ -107,12 +107,18 @@ def _manifest(kind: str, num_records: int, names: Sequence[str], meta: Mapping[s
 
 def write_records(folder: str | os.PathLike[str], kind: str,
                   records: Iterable[tuple[int, bytes]], *, num_shards: int = 1,
-                  meta: Mapping[str, Any] | None = None) -> pathlib.Path:
+                  meta: Mapping[str, Any] | None = None,
+                  in_shard_order: bool = False) -> pathlib.Path:
   """Writes `records`, (shard, record) pairs consumed once, one at a time, as a records folder.
 
   The folder appears whole or not at all (`files.write_dir_atomically`): an existing records
   folder is replaced in one step, a folder of anything else is refused. `meta` may be filled in by
   the time `records` is exhausted (e.g. the feature dimension).
+
+  An open ArrayRecord writer holds ~200 bytes per record written (its index) until it is closed,
+  so S shards open at once hold memory in proportion to the whole folder. With `in_shard_order`
+  (shard numbers never decrease, as from `erpjax.data.convert_dataset`) one shard is open at a
+  time: each is closed as the next begins.
   """
   from erpjax import files
 
@@ -121,15 +127,24 @@ def write_records(folder: str | os.PathLike[str], kind: str,
   def write(tmp: pathlib.Path) -> None:
     tmp.mkdir()
     names = shard_files(kind, num_shards)
-    writers = [_writer(tmp / name) for name in names]
+    writers = [] if in_shard_order else [_writer(tmp / name) for name in names]
     num_records = 0
     try:
       for shard, record in records:
+        if in_shard_order and shard < len(writers) - 1:
+          raise ValueError(f"a record of shard {shard} after shard {len(writers) - 1}'s")
+        while len(writers) <= shard:  # in_shard_order: shards up to this one begin
+          if writers:
+            writers[-1].close()
+            writers[-1] = None  # a closed writer keeps part of its index until it is freed
+          writers.append(_writer(tmp / names[len(writers)]))
         writers[shard].write(record)
         num_records += 1
+      writers += [_writer(tmp / name) for name in names[len(writers):]]  # shards left empty
     finally:
       for writer in writers:
-        writer.close()
+        if writer is not None:
+          writer.close()
     (tmp / MANIFEST).write_text(_manifest(kind, num_records, names, meta or {}))
 
   return files.write_dir_atomically(folder, "records", write)
@@ -299,7 +314,9 @@ def read_samples(folder: str | os.PathLike[str], *,
                               ("prompt_index", "llm_index", "reward_model_index", "reward", "cost")}
   responses = []
   where = "" if shards is None else f" (of shards {list(shards)})"
-  for index, raw in enumerate(source.__getitems__(range(len(source)))):
+  # An empty shard (no prompt hashed to it) is read as no records: grain's bulk read of none
+  # raises.
+  for index, raw in enumerate(source.__getitems__(range(len(source))) if len(source) else ()):
     try:
       record = json.loads(raw)
       p = prompt_row.setdefault(record["prompt_id"], len(prompt_row))
