@@ -4,13 +4,18 @@
 same records folder (the same records in the same shards and order, the same records.json) as an
 external hash-partition join in two passes, holding one batch of rows, then one shard:
 
-1. The prompts and samples tables are read `batch_rows` rows at a time (Parquet row batches, JSONL
-   blocks of lines), parsed and checked field by field as `read_dataset` parses them, and each row
-   is appended, with its row in the file, to the temporary bucket of its prompt's shard
-   `shard_of(prompt_id, S)` (Arrow IPC, one file per table and shard, in a temporary folder beside
-   the output that is removed however the conversion ends). The llms table (M rows) is read whole.
+1. The prompts and samples tables are read `batch_rows` rows at a time (Parquet row batches, each
+   row group decoded whole by Arrow; JSONL blocks of lines), parsed and checked field by field as
+   `read_dataset` parses them, and each row is appended, with its row in the file, to the
+   temporary bucket of its prompt's shard `shard_of(prompt_id, S)` (Arrow IPC, one file per table
+   and shard, in a temporary folder beside the output, removed however the conversion ends; only
+   a SIGKILL leaves it, as `.<output>.convert-*.tmp`). The llms table (M rows) is read whole.
 2. Shard by shard, the two buckets are read back and go through `read_dataset`'s own checks and
-   join (`_io._checked_dataset`), and the shard's dataset is written with `sample_records`.
+   join (`_io._checked_dataset`), and the shard's dataset is written with `sample_records`, one
+   ArrayRecord writer open at a time (`write_records(in_shard_order=True)`).
+
+Measured (peak RSS of `erpjax convert`, short texts, 2-core CPU host): 1e5 JSONL samples in 1
+shard 319 MB, 1e6 in 10 shards 325 MB (the in-memory path: 311 and 787 MB).
 
 The checks that compare rows are local to a shard: every copy of a prompt id hashes to the same
 shard, and so does every sample of a declared prompt. So each problem is reported with the
