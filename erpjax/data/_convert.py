@@ -172,8 +172,8 @@ def convert_dataset(folder: str | os.PathLike[str], output: str | os.PathLike[st
       reward_models = list(first_seen)
     name = name or meta.get("name") or folder.name
 
-    # Pass 2: each shard's prompts and samples, checked and joined; records.json's meta is
-    # filled in from the first shard (name, notes, LLMs, costs, reward models are global).
+    # Pass 2: each shard's prompts and samples, checked and joined. records.json's meta comes
+    # from the shards' datasets (the same for each: name, notes, LLMs, costs, reward models).
     out_meta: dict = {}
     counts = {"prompts": 0, "samples": 0}
 
