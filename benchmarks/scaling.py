@@ -65,7 +65,7 @@ to one CPU: ~2 is perfect scaling. The XLA intra-op thread counts are read back 
 
     python benchmarks/scaling.py                         # N = 1e4, 1e5, 1e6; M = 11, 100; D = 384
     python benchmarks/scaling.py --sizes 10000 30000 --llms 11 --stages fit route   # a quick look
-    python benchmarks/scaling.py --stages score          # scoring only (~2.5 min on 2 cores)
+    python benchmarks/scaling.py --stages score          # scoring only (~2 min on 2 quiet cores)
 """
 
 from __future__ import annotations
