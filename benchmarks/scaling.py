@@ -5,8 +5,11 @@ For each N (prompts) and M (LLMs), synthetic D-dim prompt features and expected 
 written once as an ArrayRecord "features" folder (`erpjax.data.write_features`); then each stage
 runs in a fresh Python process, so its peak RSS (getrusage maxrss) is its own:
 
-- estimate: `estimate_expected_rewards` over N x M reward samples (K = 1) of an in-memory
-  `RoutingDataset` (this stage holds its samples in memory: its RSS grows with N x M);
+- estimate: the records job's `erpjax.streamed.featurize_samples` over a "samples" folder of
+  N x M reward samples (K = 1; one shard per 200,000 samples, written once beforehand): shard by
+  shard, read, estimate each LLM's expected reward and write the features records (the encoder is
+  a stand-in returning zeros: embedding is the encoder's cost, measured in
+  benchmarks/embed_throughput.py); skipped where N x M exceeds `--max-estimate-samples`;
 - fit: ridge heads with the penalty chosen by GCV from sufficient statistics streamed in chunks
   from the records (`fit_ridge_streamed`; sharded over the local devices' data axis);
 - route: predictions and argmax_i ER_i - lambda c_i, streamed in chunks from the records;
@@ -134,8 +137,6 @@ def _rss_parts_mb() -> dict[str, float]:
 def _stage(name: str, folder: pathlib.Path, n: int, m: int) -> dict:
   """Runs one stage in this process; returns its seconds and this process's peak RSS."""
   from erpjax import data
-  from erpjax.data import RewardSamples, RoutingDataset
-  from erpjax.estimate import estimate_expected_rewards
   from erpjax.routing import route
   from erpjax.routing._ridge_stats import fit_ridge_streamed
 
@@ -154,24 +155,52 @@ def _stage(name: str, folder: pathlib.Path, n: int, m: int) -> dict:
       counts += np.bincount(np.asarray(route(predicted, costs, 0.1)), minlength=m)
     assert counts.sum() == n
   elif name == "estimate":
-    rng = np.random.default_rng(0)
-    samples = RewardSamples.build(np.repeat(np.arange(n), m), np.tile(np.arange(m), n),
-                                  rng.random(n * m))
-    dataset = RoutingDataset(
-        name="scaling", prompt_ids=tuple(f"p{i}" for i in range(n)), prompts=("x",) * n,
-        categories=(None,) * n, llms=tuple(f"llm{j}" for j in range(m)),
-        costs=np.linspace(0.1, 1.0, m), reward_models=("reward",), samples=samples)
-    start = time.perf_counter()  # building the synthetic dataset is not the stage
-    estimate_expected_rewards(dataset)
+    from erpjax import streamed
+
+    streamed.featurize_samples(folder.parent / f"samples-{n}-{m}", folder.parent /
+                               f"estimated-{n}-{m}", _ZeroEncoder(data.read_manifest(folder)))
   else:
     raise ValueError(f"unknown stage {name!r}")
   return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), **_rss_parts_mb()}
 
 
+class _ZeroEncoder:
+  """A stand-in encoder of the features folder's dimension: zeros, at no cost."""
+
+  identifier = "zeros"
+
+  def __init__(self, manifest: dict):
+    self.dim = manifest["meta"]["dim"]
+
+  def encode(self, texts, batch_size=None, progress=False):
+    del batch_size, progress
+    return np.zeros((len(texts), self.dim), np.float32)
+
+
+def _write_samples(folder: pathlib.Path, n: int, m: int) -> None:
+  """N prompts x M LLMs x 1 sample with uniform rewards as a "samples" records folder."""
+  from erpjax import data, streamed
+  from erpjax.data import RewardSamples, RoutingDataset
+
+  rng = np.random.default_rng(0)
+  samples = RewardSamples.build(np.repeat(np.arange(n), m), np.tile(np.arange(m), n),
+                                rng.random(n * m))
+  dataset = RoutingDataset(
+      name="scaling", prompt_ids=tuple(f"p{i}" for i in range(n)), prompts=("x",) * n,
+      categories=(None,) * n, llms=tuple(f"llm{j}" for j in range(m)),
+      costs=np.linspace(0.1, 1.0, m), reward_models=("reward",), samples=samples)
+  data.write_samples(dataset, folder, num_shards=streamed.default_num_shards(n * m))
+
+
 def _run_stage(name: str, folder: pathlib.Path, n: int, m: int) -> dict:
+  # glibc gives each thread (grain's and ArrayRecord's readers) its own malloc arena, whose
+  # fragmentation grows RSS with the number of chunks read although the live memory stays flat
+  # (measured: reading 1e5 vs 1e6 feature records, RssAnon 318 vs 389 MB by default, 183 vs
+  # 177 MB with one arena); two arenas keep RSS a measure of what the stage holds.
+  env = dict(os.environ, MALLOC_ARENA_MAX="2")
   out = subprocess.run(
       [sys.executable, __file__, "--stage", name, "--folder", str(folder), "--n", str(n),
-       "--m", str(m)], check=True, capture_output=True, text=True)
+       "--m", str(m)], check=True, capture_output=True, text=True, env=env)
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -446,6 +475,9 @@ def main() -> None:
   parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
   parser.add_argument("--llms", type=int, nargs="+", default=[11, 100])
   parser.add_argument("--dim", type=int, default=384)
+  parser.add_argument("--max-estimate-samples", type=int, default=11_000_000,
+                      help="largest N x M the estimate stage runs on (its samples folder takes "
+                      "~150 bytes and ~20 us to write per sample)")
   parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
   parser.add_argument("--score-prompts", type=int, default=48, help="prompts of the scoring job")
   parser.add_argument("--score-llms", type=int, default=4, help="responses to each prompt")
@@ -487,6 +519,14 @@ def main() -> None:
                                                                          range(m)], num_shards=4)
       print(f"M={m} N={n}: records written in {time.perf_counter() - start:.1f} s", flush=True)
       for stage in feature_stages:
+        if stage == "estimate":
+          if n * m > args.max_estimate_samples:
+            continue
+          samples = workdir / f"samples-{n}-{m}"
+          if not samples.exists():
+            start = time.perf_counter()
+            _write_samples(samples, n, m)
+            print(f"  samples written in {time.perf_counter() - start:.1f} s", flush=True)
         row = _run_stage(stage, folder, n, m)
         results.setdefault(f"{stage}/M={m}", {})[n] = row
         print(f"  {stage:8s} {row['seconds']:8.2f} s  peak RSS {row['peak_rss_mb']:7.0f} MB  "
