@@ -273,8 +273,8 @@ def test_attention_kernels_take_per_query_masks():
       continue
     got = np.asarray(attend(q, k, v, segments, implementation))
     # Padding queries are garbage by contract; the dense implementations' garbage is the
-    # reference's (uniform weights), the flash kernel's is its own.
-    rows = np.asarray(segments) > 0 if implementation == "pallas" else np.s_[:]
+    # reference's (uniform weights), the fused kernels' (flash, splash) is their own.
+    rows = np.asarray(segments) > 0 if implementation in ("pallas", "splash") else np.s_[:]
     np.testing.assert_allclose(got[rows], np.asarray(want)[rows], atol=1e-5,
                                err_msg=implementation)
 
