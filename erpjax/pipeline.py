@@ -83,7 +83,11 @@ def embed(
     encoder, texts: Sequence[str], config: EncoderConfig, *, progress: bool = True
 ) -> np.ndarray:
   """[N, D] float32 embeddings of `texts`, through the on-disk cache when `config.cache`; warns
-  how many texts the encoder's max_length truncated (their embeddings miss the rest)."""
+  how many texts the encoder's max_length truncated (their embeddings miss the rest).
+
+  `encoder`: a `PromptEncoder` or `DecoderFeaturizer`, or anything with their `identifier`, `dim`,
+  `encode(texts, batch_size=, progress=)` and `tokenizer.num_truncated(texts)`.
+  """
   from erpjax.encode import encode_cached
 
   truncated = encoder.tokenizer.num_truncated(texts)
