@@ -3,7 +3,7 @@ how reward-model scoring throughput changes over emulated devices and processes.
 
 For each N (prompts) and M (LLMs), synthetic D-dim prompt features and expected rewards are
 written once as an ArrayRecord "features" folder (`erpjax.data.write_features`); then each stage
-runs in a fresh Python process, so its peak RSS (getrusage maxrss) is its own:
+runs in a fresh Python process, so its peak RSS (VmHWM) is its own:
 
 - estimate: the records job's `erpjax.streamed.featurize_samples` over a "samples" folder of
   N x M reward samples (K = 1; one shard per 200,000 samples, written once beforehand): shard by
@@ -79,6 +79,7 @@ import json
 import os
 import pathlib
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -120,7 +121,12 @@ def _features(n: int, m: int, d: int, seed: int = 0):
 
 
 def _peak_rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  """This process's peak resident memory (VmHWM: getrusage's ru_maxrss survives exec, so a stage
+  process would report the benchmark driver's peak when that was higher)."""
+  for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+    if line.startswith("VmHWM:"):
+      return int(line.split()[1]) / 1024
+  raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _rss_parts_mb() -> dict[str, float]:
@@ -157,8 +163,11 @@ def _stage(name: str, folder: pathlib.Path, n: int, m: int) -> dict:
   elif name == "estimate":
     from erpjax import streamed
 
-    streamed.featurize_samples(folder.parent / f"samples-{n}-{m}", folder.parent /
-                               f"estimated-{n}-{m}", _ZeroEncoder(data.read_manifest(folder)))
+    output = folder.parent / f"estimated-{n}-{m}"
+    shutil.rmtree(output, ignore_errors=True)  # A complete folder would be kept as it is.
+    start = time.perf_counter()
+    streamed.featurize_samples(folder.parent / f"samples-{n}-{m}", output,
+                               _ZeroEncoder(data.read_manifest(folder)))
   else:
     raise ValueError(f"unknown stage {name!r}")
   return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb(), **_rss_parts_mb()}
