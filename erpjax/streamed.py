@@ -111,11 +111,13 @@ def score_samples(samples: str | os.PathLike[str], engine, output: str | os.Path
 def featurize_samples(samples: str | os.PathLike[str], output: str | os.PathLike[str], encoder, *,
                       reward_model: str | None = None, batch_size: int = 64) -> pathlib.Path:
   """Writes the "features" folder `output`: for each prompt of the samples folder `samples`, its
-  embedding by `encoder` (anything with `identifier`, `dim` and `encode(texts, batch_size=,
-  progress=)`, e.g. `erpjax.encode.PromptEncoder`) and the mean reward of each LLM's samples under
+  embedding by `encoder` (as `erpjax.pipeline.embed` takes it, e.g.
+  `erpjax.encode.PromptEncoder`) and the mean reward of each LLM's samples under
   `reward_model` (None: the first; NaN where an LLM has none). Features shard s holds the prompts
   of samples shard s.
   """
+  from erpjax import pipeline
+  from erpjax.config import EncoderConfig
   from erpjax.estimate import estimate_expected_rewards
 
   manifest = _samples_manifest(samples)
@@ -132,7 +134,9 @@ def featurize_samples(samples: str | os.PathLike[str], output: str | os.PathLike
     if data is None:
       return
     rewards = estimate_expected_rewards(data).of(index)
-    embeddings = encoder.encode(list(data.prompts), batch_size=batch_size, progress=False)
+    # The one embedding path (with its truncation note); no on-disk cache of a pod's prompts.
+    embeddings = pipeline.embed(encoder, data.prompts,
+                                EncoderConfig(batch_size=batch_size, cache=False), progress=False)
     yield from feature_records(data.prompt_ids, embeddings, rewards, dim=encoder.dim,
                                num_llms=data.num_llms)
 
